@@ -1,0 +1,3 @@
+from s3exp.cli import main
+
+raise SystemExit(main())

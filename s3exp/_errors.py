@@ -1,0 +1,96 @@
+"""The exceptions s3exp raises.
+
+Every error s3exp raises on purpose derives from :class:`S3ExpError`::
+
+    S3ExpError
+    ├── SpecError              a spec failed validation; ``.field`` names the path
+    ├── ConfigError            a bad store URL, a missing credential, a missing bucket
+    ├── SpecConflict           a different spec already exists under the same name
+    ├── NotFoundError          an experiment, run or object that should exist does not
+    └── StoreError             the store refused or failed a request
+        ├── AlreadyExists      a create-only write (If-None-Match: *) lost: the key exists
+        ├── Conflict           a compare-and-swap (If-Match) failed: the key changed or is gone
+        ├── ObjectNotFound     a read of a key that does not exist
+        └── Unavailable        the store kept failing after retries (5xx, SlowDown, network)
+
+Store errors translated from botocore keep the original exception as ``__cause__``.
+The CLI prints ``str(error)`` as one line and exits with status 2 for every S3ExpError
+that is the user's to fix (SpecError, ConfigError, SpecConflict, NotFoundError).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExists",
+    "ConfigError",
+    "Conflict",
+    "NotFoundError",
+    "ObjectNotFound",
+    "S3ExpError",
+    "SpecConflict",
+    "SpecError",
+    "StoreError",
+    "Unavailable",
+]
+
+
+class S3ExpError(Exception):
+    """Base class of every error s3exp raises on purpose."""
+
+
+class SpecError(S3ExpError, ValueError):
+    """An experiment spec is invalid; ``field`` is the dotted path of the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class ConfigError(S3ExpError, ValueError):
+    """The store URL, endpoint, credentials or bucket are wrong or missing."""
+
+
+class SpecConflict(S3ExpError):
+    """A different spec is already stored under this experiment name."""
+
+    def __init__(self, name: str, stored_hash: str, new_hash: str, first_difference: str) -> None:
+        self.name = name
+        self.stored_hash = stored_hash
+        self.new_hash = new_hash
+        self.first_difference = first_difference
+        super().__init__(
+            f"experiment {name!r} already exists with a different spec "
+            f"(stored {stored_hash[:12]}, new {new_hash[:12]}; first difference at {first_difference})"
+        )
+
+
+class NotFoundError(S3ExpError, LookupError):
+    """An experiment or run that the caller named does not exist."""
+
+
+class StoreError(S3ExpError):
+    """A store request was refused or failed; ``key`` is the object concerned, if any."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+class AlreadyExists(StoreError):
+    """A create-only write lost: the key already exists."""
+
+
+class Conflict(StoreError):
+    """A compare-and-swap failed: the object changed since its ETag was read, or is gone."""
+
+
+class ObjectNotFound(StoreError, KeyError):
+    """The key does not exist."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "object not found"
+
+
+class Unavailable(StoreError):
+    """The store kept failing (5xx, SlowDown, connection errors) after all retries."""

@@ -1,0 +1,342 @@
+"""``s3://bucket/prefix``: AWS S3 and S3-compatible servers (SeaweedFS, MinIO, R2) via boto3.
+
+botocore never crosses this module's boundary: every botocore error is translated in
+:func:`_translate` (one table) into an s3exp error with the original as ``__cause__``.
+
+Retries live in :meth:`S3Store._call` alone.  botocore's own retries are switched off
+(``max_attempts=1``), so a 412 is never retried by anyone; 5xx, SlowDown and connection
+errors are retried here with capped exponential backoff and full jitter.
+
+A conditional write whose reply was lost may have been applied.  When a retry of such a
+write then fails its condition, the store reads the object back: if the body is byte for
+byte the one it sent, the write was its own and counts as a success.  Bodies that must be
+told apart (leases, results) carry a random token, so equal bytes mean the same writer.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from s3exp._errors import (
+    AlreadyExists,
+    ConfigError,
+    Conflict,
+    ObjectNotFound,
+    StoreError,
+    Unavailable,
+)
+from s3exp.stores._base import Blob, ObjectMeta, RequestCounter, Store, check_key
+
+__all__ = ["RetryPolicy", "S3Store"]
+
+T = TypeVar("T")
+
+_CONDITION_FAILED = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "503", "500",
+              "InternalError", "ServiceUnavailable", "RequestTimeTooSkewed"}
+_AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
+         "ExpiredToken", "InvalidToken", "AuthorizationHeaderMalformed"}
+
+
+class RetryPolicy:
+    """Capped exponential backoff with full jitter for transient store failures."""
+
+    def __init__(self, attempts: int = 6, base: float = 0.05, cap: float = 5.0) -> None:
+        self.attempts = attempts
+        self.base = base
+        self.cap = cap
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+class _Ambiguous(Exception):
+    """Internal: a write may or may not have been applied (the reply was lost)."""
+
+
+def _code(e: botocore.exceptions.ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def _status(e: botocore.exceptions.ClientError) -> int:
+    return int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+class S3Store(Store):
+    """A bucket and key prefix on S3 or an S3-compatible server.
+
+    Thread-safe (boto3 clients are).  ``endpoint_url`` ``None`` lets boto3 take it from
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` or use AWS; ``path_style`` defaults to
+    path-style addressing whenever an endpoint is given, as local servers need.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        path_style: bool | None = None,
+        region: str | None = None,
+        credentials: tuple[str, str] | None = None,
+        retry: RetryPolicy | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_pool_connections: int = 32,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.requests = RequestCounter()
+        self.retry = retry or RetryPolicy()
+        session = boto3.session.Session(
+            aws_access_key_id=credentials[0] if credentials else None,
+            aws_secret_access_key=credentials[1] if credentials else None,
+        )
+
+        def client(style: str) -> Any:
+            config = botocore.config.Config(
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                max_pool_connections=max_pool_connections,
+                s3={"addressing_style": style},
+            )
+            try:
+                return session.client(
+                    "s3",
+                    endpoint_url=endpoint_url,
+                    region_name=region or session.region_name or "us-east-1",
+                    config=config,
+                )
+            except ValueError as e:  # botocore rejects malformed endpoint URLs with ValueError
+                raise ConfigError(f"invalid endpoint URL {endpoint_url!r}: {e}") from e
+
+        self._client: Any = client("path" if path_style else "auto")
+        self.endpoint: str = self._client.meta.endpoint_url
+        if path_style is None and not self.endpoint.split("/")[2].endswith("amazonaws.com"):
+            # A custom endpoint (from the argument or AWS_ENDPOINT_URL*): local servers
+            # rarely resolve virtual-hosted bucket names, so use path-style.
+            self._client = client("path")
+        self._clock_lock = threading.Lock()
+        self._clock_anchor: tuple[datetime, float] | None = None
+        events = self._client.meta.events
+        events.register("before-send.s3", self._count_request)
+        events.register("after-call.s3", self._note_date)
+
+    # -- request accounting and the server clock ------------------------------------
+
+    def _count_request(self, request: Any, **_: Any) -> None:
+        method = request.method
+        if method == "GET" and "list-type=" in request.url:
+            self.requests.add("LIST")
+        else:
+            self.requests.add(method)
+
+    def _note_date(self, http_response: Any = None, **_: Any) -> None:
+        date = http_response.headers.get("Date") if http_response is not None else None
+        if date:
+            try:
+                server = parsedate_to_datetime(date)
+            except (TypeError, ValueError):
+                return
+            with self._clock_lock:
+                self._clock_anchor = (server.astimezone(UTC), time.monotonic())
+
+    def server_time(self) -> datetime:
+        """The server's clock, from the ``Date`` header of its latest reply plus the time
+        elapsed since (monotonic).  Resolution is one second, as the header's."""
+        with self._clock_lock:
+            anchor = self._clock_anchor
+        if anchor is None or time.monotonic() - anchor[1] > 60:
+            self._call(lambda: self._client.head_bucket(Bucket=self.bucket), None)
+            with self._clock_lock:
+                anchor = self._clock_anchor
+            if anchor is None:
+                raise StoreError("the S3 server sent no Date header; cannot read its clock")
+        return anchor[0] + timedelta(seconds=time.monotonic() - anchor[1])
+
+    # -- the one retry wrapper and the one error table ------------------------------
+
+    def _full(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, fn: Callable[[], T], key: str | None, *, write: bool = False) -> T:
+        """Run ``fn`` with retries on transient failures; translate every error.
+
+        For writes, a transient failure is ambiguous (the server may have applied it), so
+        a later condition failure is reported as :class:`_Ambiguous` for the caller to
+        resolve by reading the object back.
+        """
+        ambiguous = False
+        for attempt in range(self.retry.attempts):
+            try:
+                return fn()
+            except botocore.exceptions.ClientError as e:
+                code, status = _code(e), _status(e)
+                if code in _CONDITION_FAILED or status in (409, 412):
+                    if ambiguous:
+                        raise _Ambiguous() from e
+                    raise
+                if (code in _THROTTLED or status >= 500) and attempt + 1 < self.retry.attempts:
+                    ambiguous = ambiguous or write
+                    time.sleep(self.retry.delay(attempt))
+                    continue
+                raise _translate(e, key, self) from e
+            except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as e:
+                # EndpointConnectionError (nothing listening) can never have been applied.
+                if not isinstance(e, botocore.exceptions.EndpointConnectionError):
+                    ambiguous = ambiguous or write
+                if attempt + 1 < self.retry.attempts:
+                    time.sleep(self.retry.delay(attempt))
+                    continue
+                raise Unavailable(f"cannot reach S3 endpoint {self.endpoint}: {e}", key) from e
+            except botocore.exceptions.NoCredentialsError as e:
+                raise ConfigError(f"no AWS credentials found for {self.url} (set AWS_ACCESS_KEY_ID "
+                                  "and AWS_SECRET_ACCESS_KEY, or a profile)") from e
+            except botocore.exceptions.ParamValidationError as e:
+                raise ConfigError(f"invalid request for {self.url}: {e}") from e
+            except botocore.exceptions.BotoCoreError as e:
+                raise StoreError(f"S3 request failed for {self.url}: {e}", key) from e
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _is_own_write(self, key: str, data: bytes) -> ObjectMeta | None:
+        try:
+            blob = self.get(key)
+        except ObjectNotFound:
+            return None
+        return blob.meta if blob.data == data else None
+
+    # -- the store interface --------------------------------------------------------
+
+    def get(self, key: str) -> Blob:
+        full = self._full(key)
+        try:
+            r = self._call(lambda: self._client.get_object(Bucket=self.bucket, Key=full), key)
+        except botocore.exceptions.ClientError as e:  # pragma: no cover - conditions unused
+            raise _translate(e, key, self) from e
+        data = r["Body"].read()
+        return Blob(data, ObjectMeta(key, r["ETag"], len(data), r["LastModified"].astimezone(UTC)))
+
+    def head(self, key: str) -> ObjectMeta:
+        full = self._full(key)
+        r = self._call(lambda: self._client.head_object(Bucket=self.bucket, Key=full), key)
+        return ObjectMeta(key, r["ETag"], int(r["ContentLength"]), r["LastModified"].astimezone(UTC))
+
+    def _put(self, key: str, data: bytes, **condition: str) -> ObjectMeta:
+        full = self._full(key)
+        r = self._call(
+            lambda: self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **condition),
+            key,
+            write=True,
+        )
+        # PutObject returns no Last-Modified; the Date of its reply is the server's write time.
+        return ObjectMeta(key, r["ETag"], len(data), self._reply_time(r))
+
+    def _reply_time(self, r: dict[str, Any]) -> datetime:
+        date = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        return parsedate_to_datetime(date).astimezone(UTC) if date else self.server_time()
+
+    def put_if_absent(self, key: str, data: bytes) -> ObjectMeta:
+        try:
+            return self._put(key, data, IfNoneMatch="*")
+        except _Ambiguous:
+            own = self._is_own_write(key, data)
+            if own is not None:
+                return own
+            raise AlreadyExists(f"{key!r} already exists", key) from None
+        except botocore.exceptions.ClientError as e:
+            raise AlreadyExists(f"{key!r} already exists", key) from e
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> ObjectMeta:
+        try:
+            return self._put(key, data, IfMatch=etag)
+        except _Ambiguous:
+            own = self._is_own_write(key, data)
+            if own is not None:
+                return own
+            raise Conflict(f"{key!r} changed or is gone (expected ETag {etag})", key) from None
+        except botocore.exceptions.ClientError as e:
+            raise Conflict(f"{key!r} changed or is gone (expected ETag {etag})", key) from e
+        except ObjectNotFound as e:  # some servers answer 404 for If-Match on a missing key
+            raise Conflict(f"{key!r} is gone (expected ETag {etag})", key) from e
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        full = self._full(key)
+        try:
+            self._call(
+                lambda: self._client.delete_object(Bucket=self.bucket, Key=full, IfMatch=etag),
+                key,
+                write=True,
+            )
+        except _Ambiguous:
+            try:
+                self.head(key)
+            except ObjectNotFound:
+                return  # our delete was applied before its reply was lost
+            raise Conflict(f"{key!r} changed (expected ETag {etag})", key) from None
+        except botocore.exceptions.ClientError as e:
+            raise Conflict(f"{key!r} changed or is gone (expected ETag {etag})", key) from e
+        except ObjectNotFound as e:
+            raise Conflict(f"{key!r} is gone (expected ETag {etag})", key) from e
+
+    def list(self, prefix: str) -> Iterator[ObjectMeta]:
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full}
+            if token:
+                kwargs["ContinuationToken"] = token
+            r = self._call(lambda: self._client.list_objects_v2(**kwargs), None)
+            for o in r.get("Contents", []):
+                yield ObjectMeta(o["Key"][strip:], o["ETag"], int(o["Size"]),
+                                 o["LastModified"].astimezone(UTC))
+            token = r.get("NextContinuationToken")
+            if not r.get("IsTruncated") or not token:
+                return
+
+    # -- administration -------------------------------------------------------------
+
+    def create_bucket(self) -> None:
+        """Create the bucket if it does not exist (used by the dev server and tests)."""
+        try:
+            self._call(lambda: self._client.create_bucket(Bucket=self.bucket), None)
+        except StoreError as e:
+            if not isinstance(e.__cause__, botocore.exceptions.ClientError) or _code(e.__cause__) not in (
+                "BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _translate(e: botocore.exceptions.ClientError, key: str | None, store: S3Store) -> S3ExpErrorLike:
+    """The one table from botocore error codes to s3exp errors."""
+    code, status = _code(e), _status(e)
+    if code in _NOT_FOUND or status == 404 and code != "NoSuchBucket":
+        return ObjectNotFound(f"no object at {key!r}", key or "")
+    if code == "NoSuchBucket":
+        return ConfigError(f"bucket {store.bucket!r} does not exist at {store.endpoint}")
+    if code in _AUTH or status == 403:
+        return ConfigError(f"S3 refused the credentials for {store.url} ({code or status})")
+    if code in _THROTTLED or status >= 500:
+        return Unavailable(f"S3 kept failing for {store.url} ({code or status})", key)
+    if code in ("InvalidBucketName",):
+        return ConfigError(f"invalid bucket name {store.bucket!r}")
+    return StoreError(f"S3 error {code or status} for {store.url}", key)
+
+
+S3ExpErrorLike = StoreError | ConfigError
