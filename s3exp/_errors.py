@@ -7,11 +7,18 @@ Every error s3exp raises on purpose derives from :class:`S3ExpError`::
     ├── ConfigError            a bad store URL, a missing credential, a missing bucket
     ├── SpecConflict           a different spec already exists under the same name
     ├── NotFoundError          an experiment, run or object that should exist does not
+    ├── LeaseLost              another worker took this run over; stop, write no result
+    ├── RunAlreadyCompleted    another attempt's result.json won; ``.winner`` is its record
     └── StoreError             the store refused or failed a request
         ├── AlreadyExists      a create-only write (If-None-Match: *) lost: the key exists
         ├── Conflict           a compare-and-swap (If-Match) failed: the key changed or is gone
         ├── ObjectNotFound     a read of a key that does not exist
         └── Unavailable        the store kept failing after retries (5xx, SlowDown, network)
+
+    KeyboardInterrupt
+    └── Interrupted            SIGTERM/SIGINT reached a worker; its run is released as
+                               ``interrupted`` (a BaseException, so that ``except
+                               Exception`` in training code does not swallow it)
 
 Store errors translated from botocore keep the original exception as ``__cause__``.
 The CLI prints ``str(error)`` as one line and exits with status 2 for every S3ExpError
@@ -24,8 +31,11 @@ __all__ = [
     "AlreadyExists",
     "ConfigError",
     "Conflict",
+    "Interrupted",
+    "LeaseLost",
     "NotFoundError",
     "ObjectNotFound",
+    "RunAlreadyCompleted",
     "S3ExpError",
     "SpecConflict",
     "SpecError",
@@ -67,6 +77,36 @@ class SpecConflict(S3ExpError):
 
 class NotFoundError(S3ExpError, LookupError):
     """An experiment or run that the caller named does not exist."""
+
+
+class LeaseLost(S3ExpError):
+    """This worker's lease on a run was taken over (it was stale); the run must stop."""
+
+    def __init__(self, experiment: str, run_id: str, attempt: int) -> None:
+        self.experiment = experiment
+        self.run_id = run_id
+        self.attempt = attempt
+        super().__init__(f"lost the lease on {experiment}/{run_id} (attempt {attempt}): "
+                         "another worker took the run over")
+
+
+class RunAlreadyCompleted(S3ExpError):
+    """Another attempt completed this run first; ``winner`` is the stored result record."""
+
+    def __init__(self, experiment: str, run_id: str, winner: dict[str, object]) -> None:
+        self.experiment = experiment
+        self.run_id = run_id
+        self.winner = winner
+        super().__init__(f"{experiment}/{run_id} was already completed by attempt "
+                         f"{winner.get('attempt')}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT reached the worker; the run is released as ``interrupted``."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by signal {signum}")
 
 
 class StoreError(S3ExpError):

@@ -7,6 +7,7 @@ Layout under the store's root (``s3://bucket/prefix`` or a directory)::
     runs/<exp>/<run_id>/lease.json                claim = create; renew = If-Match
     runs/<exp>/<run_id>/result.json               completion = create; first writer wins
     runs/<exp>/<run_id>/error-<NNNN>.json         one per failed attempt, kept
+    runs/<exp>/<run_id>/interrupt-<NNNN>.json     one per interrupted attempt, kept
     staging/<exp>/<run_id>/<NNNN>/<NNNNNN>.parquet   metric shards (attempt, sequence)
     metrics/experiment=<exp>/...                  compacted, Hive-partitioned
     results/experiment=<exp>/...                  one row per finished run
@@ -25,6 +26,7 @@ __all__ = [
     "control",
     "error",
     "experiment_from_spec_key",
+    "interrupt",
     "lease",
     "result",
     "run_prefix",
@@ -72,6 +74,10 @@ def result(exp: str, run_id: str) -> str:
 
 def error(exp: str, run_id: str, attempt: int) -> str:
     return f"{run_prefix(exp, run_id)}error-{attempt:04d}.json"
+
+
+def interrupt(exp: str, run_id: str, attempt: int) -> str:
+    return f"{run_prefix(exp, run_id)}interrupt-{attempt:04d}.json"
 
 
 def staging_prefix(exp: str) -> str:

@@ -1,0 +1,259 @@
+"""Claiming runs: one worker's local picture of an experiment and its claim loop.
+
+The picture comes from one LIST of ``runs/<exp>/`` and is refreshed only when it runs
+dry, after repeated lost races, or when it is old.  Between refreshes a worker learns
+from its own writes: a lost create tells it a run is taken.
+
+Candidates, in order:
+
+1. runs with history (an error or interrupt record) whose lease body says ``released`` or
+   ``interrupted``: in-flight work is finished before new work starts;
+2. runs whose lease is stale on the server's clock (its worker died): taken over by an
+   If-Match write on the stale ETag;
+3. free runs (no lease), in slot order, so that the cells with the fewest started runs
+   come first.  Each claim picks at random among the first ``window`` free slots, so that
+   many workers do not all race for slot 0; ``prefer_dataset`` narrows the pick to one
+   dataset when it has free slots.
+
+Lease bodies are read (GET) only for candidates of kinds 1 and 2, and cached by ETag.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from datetime import datetime
+
+from s3exp import _keys
+from s3exp._clock import Clock
+from s3exp._errors import AlreadyExists, Conflict, ObjectNotFound
+from s3exp._expansion import RunSlot, expand
+from s3exp._leases import Lease, RunListing, WorkerIdentity, is_stale, parse_listing, record
+from s3exp._specs import ExperimentSpec
+from s3exp.stores import ObjectMeta, Store
+
+__all__ = ["Claim", "Claimer", "ControlState", "read_control"]
+
+ControlState = str  # "active" | "paused" | "cancelled"
+
+
+def read_control(store: Store, exp: str) -> tuple[ControlState, str | None]:
+    """The experiment's control state and the ETag of its control object (None if absent)."""
+    try:
+        blob = store.get(_keys.control(exp))
+    except ObjectNotFound:
+        return "active", None
+    state = str(json.loads(blob.data).get("state", "active"))
+    return state, blob.etag
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A run this worker now holds: its slot, its lease and the lease's current ETag."""
+
+    spec: ExperimentSpec
+    slot: RunSlot
+    lease: Lease
+    meta: ObjectMeta
+
+
+class Claimer:
+    """Claims runs of one experiment for one worker.  Not thread-safe: one per worker."""
+
+    def __init__(
+        self,
+        store: Store,
+        spec: ExperimentSpec,
+        identity: WorkerIdentity,
+        clock: Clock,
+        *,
+        window: int = 32,
+        refresh_seconds: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.spec = spec
+        self.exp = spec.name
+        self.identity = identity
+        self.clock = clock
+        self.window = max(1, window)
+        self.refresh_seconds = refresh_seconds
+        self.rng = rng or random.Random()
+        self.slots = expand(spec)
+        self._by_id = {s.run_id: s for s in self.slots}
+        self._listing: RunListing | None = None
+        self._listed_at = float("-inf")
+        self._free: list[RunSlot] = []
+        self._history: list[str] = []
+        self._stale: list[str] = []
+        self._lease_cache: dict[str, tuple[str, Lease]] = {}
+        self.control: ControlState = "active"
+        self.control_seconds = 10.0
+        self._control_read_at = float("-inf")
+        self.losses = 0
+
+    # -- the picture ----------------------------------------------------------------
+
+    def refresh(self) -> RunListing:
+        """LIST the runs prefix (plus one GET of the control object) and rebuild the picture."""
+        self._read_control()
+        metas = list(self.store.list(_keys.runs_prefix(self.exp)))
+        listing = parse_listing(self.exp, metas, self.store.server_time())
+        self._listing = listing
+        self._listed_at = self.clock.monotonic()
+        self._free, self._history, self._stale = [], [], []
+        for slot in self.slots:
+            objs = listing.runs.get(slot.run_id)
+            if objs is None or objs.lease is None:
+                self._free.append(slot)
+            elif objs.result is not None:
+                continue
+            elif objs.has_history:
+                cached = self._lease_cache.get(slot.run_id)
+                if cached is None or cached[0] != objs.lease.etag:
+                    self._history.append(slot.run_id)  # its body must be read
+                elif cached[1].state in ("released", "interrupted"):
+                    self._history.append(slot.run_id)
+                elif cached[1].state == "running" and is_stale(
+                        objs.lease.last_modified, cached[1].ttl, listing.server_now):
+                    self._stale.append(slot.run_id)
+            elif is_stale(objs.lease.last_modified, self.spec.lease_seconds, listing.server_now):
+                self._stale.append(slot.run_id)
+        self.losses = 0
+        return listing
+
+    def _read_control(self) -> None:
+        self.control, _ = read_control(self.store, self.exp)
+        self._control_read_at = self.clock.monotonic()
+
+    @property
+    def listing(self) -> RunListing:
+        return self._listing or self.refresh()
+
+    def unfinished(self) -> int:
+        """Runs that, as of the last LIST, have no result and are not known to be failed."""
+        listing = self.listing
+        n = 0
+        for slot in self.slots:
+            objs = listing.runs.get(slot.run_id)
+            if objs is not None and objs.result is not None:
+                continue
+            cached = self._lease_cache.get(slot.run_id)
+            if cached is not None and cached[1].state == "failed" and objs is not None \
+                    and objs.lease is not None and objs.lease.etag == cached[0]:
+                continue
+            n += 1
+        return n
+
+    # -- claiming -------------------------------------------------------------------
+
+    def try_claim(self, prefer_dataset: str | None = None) -> Claim | None:
+        """Claim one run, or return None if nothing is claimable right now."""
+        fresh = False
+        if self._listing is None or self.clock.monotonic() - self._listed_at > self.refresh_seconds:
+            self.refresh()
+            fresh = True
+        elif self.clock.monotonic() - self._control_read_at > self.control_seconds:
+            self._read_control()  # pause/cancel are seen within control_seconds
+        while True:
+            if self.control != "active":
+                return None
+            claim = self._claim_from_picture(prefer_dataset)
+            if claim is not None:
+                return claim
+            if fresh:
+                return None
+            self.refresh()
+            fresh = True
+
+    def _claim_from_picture(self, prefer_dataset: str | None) -> Claim | None:
+        while self._history:
+            claim = self._claim_existing(self._history.pop(0), stale_only=False)
+            if claim is not None:
+                return claim
+        while self._stale:
+            claim = self._claim_existing(self._stale.pop(0), stale_only=True)
+            if claim is not None:
+                return claim
+        while self._free:
+            if self.losses >= 3:
+                return None  # the picture is too old; let the caller refresh
+            slot = self._pick_free(prefer_dataset)
+            lease = Lease.first(self.exp, slot.run_id, self.identity, self.spec.lease_seconds,
+                                self.spec.max_attempts, self.clock.now())
+            try:
+                meta = self.store.put_if_absent(_keys.lease(self.exp, slot.run_id), lease.to_bytes())
+            except AlreadyExists:
+                self.losses += 1
+                continue
+            self.losses = 0
+            return Claim(self.spec, slot, lease, meta)
+        return None
+
+    def _pick_free(self, prefer_dataset: str | None) -> RunSlot:
+        pool = range(min(self.window, len(self._free)))
+        if prefer_dataset is not None:
+            preferred = [i for i, s in enumerate(self._free) if s.dataset == prefer_dataset]
+            if preferred:
+                pool = preferred[: self.window]  # type: ignore[assignment]
+        return self._free.pop(self.rng.choice(list(pool)))
+
+    def _read_lease(self, run_id: str) -> tuple[Lease, ObjectMeta] | None:
+        try:
+            blob = self.store.get(_keys.lease(self.exp, run_id))
+        except ObjectNotFound:
+            return None
+        cached = self._lease_cache.get(run_id)
+        lease = cached[1] if cached and cached[0] == blob.etag else Lease.from_bytes(blob.data)
+        self._lease_cache[run_id] = (blob.etag, lease)
+        return lease, blob.meta
+
+    def _claim_existing(self, run_id: str, *, stale_only: bool) -> Claim | None:
+        """Take over a released, interrupted or stale lease with If-Match."""
+        got = self._read_lease(run_id)
+        if got is None:
+            return None  # reset or never claimed; the next LIST shows it as free
+        lease, meta = got
+        now = self.clock.now()
+        if lease.state in ("released", "interrupted") and not stale_only:
+            new = lease.next_attempt(self.identity, self.spec.lease_seconds, now, failed_previous=False)
+            return self._swap(run_id, lease, new, meta)
+        if lease.state != "running":
+            return None
+        if not is_stale(meta.last_modified, lease.ttl, self.store.server_time()):
+            return None
+        try:
+            self.store.head(_keys.result(self.exp, run_id))
+            return None  # it finished after our LIST; its lease just has not been touched
+        except ObjectNotFound:
+            pass
+        new = lease.next_attempt(self.identity, self.spec.lease_seconds, now, failed_previous=True)
+        if new.budget_spent:
+            failed = lease.with_state("failed", failed=True, note="lease expired")
+            if self._swap(run_id, lease, failed, meta, claim=False) is not None:
+                self._write_expired_record(lease, now)
+            return None
+        claim = self._swap(run_id, lease, new, meta)
+        if claim is not None:
+            self._write_expired_record(lease, now)
+        return claim
+
+    def _swap(self, run_id: str, old: Lease, new: Lease, meta: ObjectMeta, *,
+              claim: bool = True) -> Claim | None:
+        try:
+            written = self.store.put_if_match(_keys.lease(self.exp, run_id), new.to_bytes(), meta.etag)
+        except Conflict:
+            return None  # another worker moved first: exactly one taker wins
+        self._lease_cache[run_id] = (written.etag, new)
+        return Claim(self.spec, self._by_id[run_id], new, written) if claim else None
+
+    def _write_expired_record(self, dead: Lease, now: datetime) -> None:
+        body = record("error", dead, now, reason="lease expired",
+                      error=f"lease expired: worker {dead.worker.id} on {dead.worker.host} "
+                            f"(pid {dead.worker.pid}) stopped renewing it; taken over by "
+                            f"{self.identity.id}")
+        try:
+            self.store.put_if_absent(_keys.error(self.exp, dead.run_id, dead.attempt), body)
+        except AlreadyExists:
+            pass  # the dead worker wrote its own error record before it went quiet

@@ -1,0 +1,526 @@
+"""The worker: claim runs, keep their leases alive, record how they ended.
+
+Inverted workflow, in the manner of ``wandb.agent`` and Optuna's ``optimize``, but with
+the loop in the user's hands::
+
+    for run in s3exp.Worker("s3://bucket/lab", "testExp0"):
+        with run:
+            model = train(run.dataset, run.model, **run.params)
+            run.complete({"acc": evaluate(model)})
+
+Leaving ``with run:`` normally without ``complete()`` completes the run with no metrics.
+An exception inside it is recorded (traceback in ``error-<attempt>.json``) and the run is
+released for an immediate retry, or ``failed`` once its attempts are spent; the worker
+then goes on with the next run.  SIGTERM or SIGINT releases the run as ``interrupted``
+(not an attempt) and stops the worker.  If the heartbeat finds the lease taken over,
+:class:`~s3exp.LeaseLost` is raised in the thread that entered ``with run:``, and no
+result is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import FrameType, TracebackType
+from typing import Any
+
+from s3exp import _keys
+from s3exp._claims import Claim, Claimer, read_control
+from s3exp._clock import Clock, SystemClock
+from s3exp._errors import (
+    AlreadyExists,
+    Conflict,
+    Interrupted,
+    LeaseLost,
+    RunAlreadyCompleted,
+    S3ExpError,
+    StoreError,
+)
+from s3exp._experiments import load_experiment
+from s3exp._leases import Lease, WorkerIdentity, record
+from s3exp._provenance import provenance
+from s3exp.stores import ObjectMeta, Store, open_store
+
+__all__ = ["Run", "Worker", "WorkerStats"]
+
+# Completing without a renewal first is safe while the last renewal is this fresh
+# (as a fraction of the TTL, measured on the local monotonic clock).
+_FRESH_FRACTION = 0.6
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """What one worker did."""
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    lost: int = 0
+    interrupted: int = 0
+    run_ids: list[str] = field(default_factory=list)
+
+
+class _Heartbeat(threading.Thread):
+    """Renews one lease every ttl/3 by If-Match; on loss, stops the run."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(name=f"s3exp-heartbeat-{run.run_id}", daemon=True)
+        self.owner = run
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:  # noqa: D102 - threading API
+        r = self.owner
+        interval = max(0.05, r.lease.ttl / 3)
+        while not self.stop_event.wait(interval):
+            try:
+                r._renew()
+            except LeaseLost:
+                r._on_lost()
+                return
+            except StoreError:
+                # Transient trouble: keep trying; if we cannot renew within the TTL the
+                # lease is as good as lost, so stop the run rather than race a taker.
+                if r._seconds_since_renewal() > r.lease.ttl:
+                    r._on_lost()
+                    return
+            if r._worker is not None and r._worker._cancel_seen(r):
+                r._on_cancelled()
+                return
+
+
+class Run:
+    """One claimed run.  Use it as a context manager; see the module docstring."""
+
+    def __init__(self, store: Store, claim: Claim, clock: Clock, worker: Worker | None = None) -> None:
+        self.store = store
+        self.spec = claim.spec
+        self.slot = claim.slot
+        self.lease: Lease = claim.lease
+        self._meta: ObjectMeta = claim.meta
+        self._worker = worker
+        self.clock = clock
+        self.started_at: datetime = clock.now()
+        self._started_mono = clock.monotonic()
+        self._renewed_mono = clock.monotonic()
+        self._lock = threading.RLock()
+        self._finished = False
+        self._lost = threading.Event()
+        self._cancelled = threading.Event()
+        self._owner: int | None = None
+        self._async_sent = False
+        self.result: dict[str, Any] | None = None
+        self._heartbeat = _Heartbeat(self)
+        self._heartbeat.start()
+
+    # -- what the user reads --------------------------------------------------------
+
+    @property
+    def experiment(self) -> str:
+        return self.spec.name
+
+    @property
+    def run_id(self) -> str:
+        return self.slot.run_id
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.slot.params)
+
+    @property
+    def dataset(self) -> str | None:
+        return self.slot.dataset
+
+    @property
+    def model(self) -> str | None:
+        return self.slot.model
+
+    @property
+    def model_group(self) -> str | None:
+        return self.slot.model_group
+
+    @property
+    def replicate(self) -> int:
+        return self.slot.replicate
+
+    @property
+    def attempt(self) -> int:
+        return self.lease.attempt
+
+    @property
+    def lost(self) -> bool:
+        """True once another worker has taken this run over."""
+        return self._lost.is_set()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def __repr__(self) -> str:
+        return f"<Run {self.experiment}/{self.run_id} attempt={self.attempt}>"
+
+    def check(self) -> None:
+        """Raise LeaseLost if the lease was taken over; cheap, no request."""
+        if self._lost.is_set():
+            raise LeaseLost(self.experiment, self.run_id, self.attempt)
+
+    # -- lease upkeep (heartbeat thread) --------------------------------------------
+
+    def _seconds_since_renewal(self) -> float:
+        return self.clock.monotonic() - self._renewed_mono
+
+    def _renew(self) -> None:
+        with self._lock:
+            if self._finished or self._lost.is_set():
+                return
+            self._write_lease(self.lease.renewed())
+
+    def _write_lease(self, new: Lease) -> None:
+        sent = self.clock.monotonic()
+        try:
+            self._meta = self.store.put_if_match(_keys.lease(self.experiment, self.run_id),
+                                                 new.to_bytes(), self._meta.etag)
+        except Conflict:
+            self._lost.set()
+            raise LeaseLost(self.experiment, self.run_id, self.attempt) from None
+        self.lease = new
+        self._renewed_mono = sent
+
+    def _raise_in_owner(self, exc: type[BaseException]) -> None:
+        with self._lock:
+            if self._owner is not None and not self._finished and not self._async_sent:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._owner),
+                                                           ctypes.py_object(exc))
+                self._async_sent = True
+
+    def _on_lost(self) -> None:
+        self._lost.set()
+        self._raise_in_owner(LeaseLost)
+        if self._worker is not None:
+            self._worker._on_lost(self)
+
+    def _on_cancelled(self) -> None:
+        self._cancelled.set()
+        self._raise_in_owner(Interrupted)
+        if self._worker is not None:
+            self._worker._on_cancelled(self)
+
+    def _stop_heartbeat(self) -> None:
+        self._heartbeat.stop_event.set()
+        if threading.current_thread() is not self._heartbeat:
+            self._heartbeat.join(timeout=5)
+
+    # -- ending the run -------------------------------------------------------------
+
+    def _ensure_fresh(self) -> None:
+        """Fence before a final write: renew unless the last renewal is recent enough that
+        no other worker can have judged the lease stale yet."""
+        self.check()
+        if self._seconds_since_renewal() > _FRESH_FRACTION * self.lease.ttl:
+            self._write_lease(self.lease.renewed())
+
+    def complete(self, metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Record the run's final metrics; the first completion of a run wins.
+
+        Raises LeaseLost if this worker no longer holds the run, and RunAlreadyCompleted if
+        another attempt completed it first.
+        """
+        with self._critical(), self._lock:
+            if self._finished:
+                raise S3ExpError(f"{self!r} has already ended")
+            self._ensure_fresh()
+            ended = self.clock.now()
+            body = {
+                "experiment": self.experiment,
+                "run_id": self.run_id,
+                "status": "done",
+                "attempt": self.attempt,
+                "token": self.lease.token,
+                "dataset": self.dataset,
+                "model": self.model,
+                "model_group": self.model_group,
+                "replicate": self.replicate,
+                "params": self.params,
+                "metrics": dict(metrics or {}),
+                "worker": self.lease.worker.id,
+                "provenance": {**provenance(), "pid": self.lease.worker.pid},
+                "started_at": self.started_at.isoformat(),
+                "ended_at": ended.isoformat(),
+                "duration_s": round(self.clock.monotonic() - self._started_mono, 6),
+            }
+            data = _dumps(body)
+            try:
+                self.store.put_if_absent(_keys.result(self.experiment, self.run_id), data)
+            except AlreadyExists:
+                self._finish()
+                winner = _loads(self.store.get(_keys.result(self.experiment, self.run_id)).data)
+                raise RunAlreadyCompleted(self.experiment, self.run_id, winner) from None
+            self.result = body
+            self._finish()
+            if self._worker is not None:
+                self._worker.stats.completed += 1
+            return body
+
+    def fail(self, error: str, *, kind: str = "exception") -> None:
+        """Record a failed attempt (``error`` is a traceback or stderr tail) and release the
+        run for a retry, or mark it failed when its attempts are spent."""
+        with self._critical(), self._lock:
+            if self._finished:
+                return
+            self._stop_heartbeat()
+            if self._lost.is_set():
+                self._finish()
+                return
+            now = self.clock.now()
+            with contextlib.suppress(AlreadyExists):
+                self.store.put_if_absent(_keys.error(self.experiment, self.run_id, self.attempt),
+                                         record("error", self.lease, now, reason=kind, error=error))
+            spent = self.lease.failures + 1 >= self.lease.budget
+            try:
+                self._write_lease(self.lease.with_state("failed" if spent else "released",
+                                                        failed=True, note=kind))
+            except LeaseLost:
+                pass
+            self._finish()
+
+    def release_interrupted(self, reason: str = "interrupted") -> None:
+        """Give the run back without counting an attempt (preemption, cancel)."""
+        with self._critical(), self._lock:
+            if self._finished:
+                return
+            self._stop_heartbeat()
+            if not self._lost.is_set():
+                now = self.clock.now()
+                with contextlib.suppress(AlreadyExists):
+                    self.store.put_if_absent(
+                        _keys.interrupt(self.experiment, self.run_id, self.attempt),
+                        record("interrupt", self.lease, now, reason=reason))
+                with contextlib.suppress(LeaseLost):
+                    self._write_lease(self.lease.with_state("interrupted", note=reason))
+            self._finish()
+
+    def _finish(self) -> None:
+        self._finished = True
+        self._stop_heartbeat()
+
+    def _critical(self) -> contextlib.AbstractContextManager[None]:
+        return self._worker.deferring_signals() if self._worker is not None else contextlib.nullcontext()
+
+    # -- context manager ------------------------------------------------------------
+
+    def __enter__(self) -> Run:
+        with self._lock:
+            self._owner = threading.get_ident()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        with self._lock:
+            self._owner = None
+            if self._async_sent:
+                # Clear an asynchronous LeaseLost that has not been delivered yet.
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()),
+                                                           ctypes.c_void_p(0))
+        worker = self._worker
+        if exc_type is not None and issubclass(exc_type, LeaseLost) or self._lost.is_set():
+            self._finish()
+            if worker is not None:
+                worker.stats.lost += 1
+            print(f"s3exp: {self!r}: lease lost; run stopped, no result written", file=sys.stderr)
+            return exc_type is None or issubclass(exc_type, LeaseLost)
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.release_interrupted("cancelled" if self._cancelled.is_set() else
+                                     f"signal {getattr(exc, 'signum', signal.SIGINT)}")
+            if worker is None:
+                return False
+            worker.stats.interrupted += 1
+            if not self._cancelled.is_set():
+                worker._stop = True  # a signal ends the worker's loop; a cancel ends the run
+            return True
+        if exc_type is not None and exc is not None:
+            if isinstance(exc, RunAlreadyCompleted):
+                return True
+            text = "".join(traceback.format_exception(exc_type, exc, tb))
+            self.fail(text)
+            if worker is not None:
+                worker.stats.failed += 1
+            print(f"s3exp: {self!r} failed (attempt {self.attempt}):\n{text}", file=sys.stderr)
+            return not (worker is not None and worker.raise_errors)
+        if not self._finished:
+            self.complete({})
+        return False
+
+
+class Worker:
+    """Pulls runs of one or more experiments from a store; iterate over it.
+
+    ``experiments`` may be several names: higher ``priority`` (from each spec) is served
+    first.  ``sticky_dataset`` prefers runs on the dataset of the previous run.
+    ``max_runs`` stops after that many claims.  With ``wait=True`` the worker stays until
+    every run is done or failed (to take over runs of workers that die); otherwise it
+    stops as soon as nothing is claimable.  ``clock`` is used for intervals and
+    informational timestamps only: lease expiry is judged on the store's clock.
+
+    Signals: when iterated in the main thread, SIGTERM raises :class:`~s3exp.Interrupted`
+    (SIGINT raises KeyboardInterrupt), deferred while a claim is being written.
+    """
+
+    def __init__(
+        self,
+        store: Store | str,
+        experiments: str | Sequence[str],
+        *,
+        sticky_dataset: bool = False,
+        max_runs: int | None = None,
+        wait: bool = False,
+        poll_seconds: float | None = None,
+        worker_id: str | None = None,
+        clock: Clock | None = None,
+        window: int = 32,
+        raise_errors: bool = False,
+        handle_signals: bool = True,
+    ) -> None:
+        self.store = open_store(store) if isinstance(store, str) else store
+        names = [experiments] if isinstance(experiments, str) else list(experiments)
+        self.clock: Clock = clock or SystemClock()
+        self.identity = WorkerIdentity.current(worker_id)
+        specs = [load_experiment(self.store, n) for n in names]
+        specs.sort(key=lambda s: -s.priority)  # stable: ties keep the given order
+        self.claimers = [Claimer(self.store, s, self.identity, self.clock, window=window)
+                         for s in specs]
+        self.sticky_dataset = sticky_dataset
+        self.max_runs = max_runs
+        self.wait = wait
+        self.poll_seconds = poll_seconds or max(0.2, min(5.0, min(s.lease_seconds for s in specs) / 4))
+        self.raise_errors = raise_errors
+        self.handle_signals = handle_signals
+        self.stats = WorkerStats()
+        self.current: Run | None = None
+        self._last_dataset: str | None = None
+        self._stop = False
+        self._pending_signal: int | None = None
+        self._critical = 0
+
+    # -- signals --------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop = True
+        if self._critical:
+            self._pending_signal = signum  # raised when the critical section ends
+            return
+        raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def deferring_signals(self) -> Iterator[None]:
+        """Hold SIGTERM/SIGINT while a claim or a final write is in flight, so that a
+        signal cannot separate a store write from the local state that records it."""
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+            if not self._critical and self._pending_signal is not None:
+                signum, self._pending_signal = self._pending_signal, None
+                raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        for s in previous:
+            signal.signal(s, self._on_signal)
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    # -- hooks for runs ---------------------------------------------------------------
+
+    def _on_lost(self, run: Run) -> None:
+        pass
+
+    def _on_cancelled(self, run: Run) -> None:
+        for c in self.claimers:
+            if c.exp == run.experiment:
+                c.control = "cancelled"
+
+    def _cancel_seen(self, run: Run) -> bool:
+        """Called from a heartbeat: one GET of the control object per heartbeat."""
+        state, _ = read_control(self.store, run.experiment)
+        return state == "cancelled"
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def claim(self) -> Run | None:
+        """Claim the next run (highest priority first), or None if none is claimable now."""
+        prefer = self._last_dataset if self.sticky_dataset else None
+        run: Run | None = None
+        with self.deferring_signals():
+            for claimer in self.claimers:
+                claim = claimer.try_claim(prefer)
+                if claim is not None:
+                    run = Run(self.store, claim, self.clock, self)
+                    self.stats.claimed += 1
+                    self.stats.run_ids.append(run.run_id)
+                    self._last_dataset = run.dataset
+                    break
+            if run is not None and self._pending_signal is not None:
+                run.release_interrupted(f"signal {self._pending_signal}")
+        return run
+
+    def _unfinished(self) -> bool:
+        return any(c.unfinished() for c in self.claimers)
+
+    def __iter__(self) -> Iterator[Run]:
+        with self._signals():
+            while not self._stop:
+                if self.max_runs is not None and self.stats.claimed >= self.max_runs:
+                    return
+                try:
+                    run = self.claim()
+                except Interrupted:
+                    return
+                if run is None:
+                    if not self.wait or not self._unfinished():
+                        return
+                    time.sleep(self.poll_seconds)
+                    for c in self.claimers:
+                        c.refresh()
+                    continue
+                self.current = run
+                try:
+                    yield run
+                finally:
+                    self.current = None
+                    if not run.finished:
+                        # The caller did not use `with run:`; treat leaving as interruption.
+                        run.release_interrupted("abandoned")
+
+    def run(self, fn: Any) -> WorkerStats:
+        """Call ``fn(run)`` for every claimed run; a returned mapping becomes the result."""
+        for run in self:
+            with run:
+                out = fn(run)
+                if not run.finished:
+                    run.complete(out if isinstance(out, Mapping) else {})
+        return self.stats
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return (json.dumps(body, indent=1, default=str, allow_nan=True) + "\n").encode()
+
+
+def _loads(data: bytes) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(data)
+    return out
