@@ -123,6 +123,7 @@ class RunObjects:
     result: ObjectMeta | None = None
     errors: list[int] = field(default_factory=list)
     interrupts: list[int] = field(default_factory=list)
+    error_records: list[ObjectMeta] = field(default_factory=list)
 
     @property
     def has_history(self) -> bool:
@@ -157,6 +158,8 @@ def parse_listing(exp: str, metas: list[ObjectMeta], server_now: datetime) -> Ru
             kind, _, num = name[:-5].partition("-")
             if num.isdigit():
                 (objs.errors if kind == "error" else objs.interrupts).append(int(num))
+                if kind == "error":
+                    objs.error_records.append(m)
     return RunListing(runs, server_now)
 
 

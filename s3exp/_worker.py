@@ -290,6 +290,8 @@ class Run:
             except LeaseLost:
                 pass
             self._finish()
+            if self._worker is not None:
+                self._worker.stats.failed += 1
 
     def release_interrupted(self, reason: str = "interrupted") -> None:
         """Give the run back without counting an attempt (preemption, cancel)."""
@@ -306,6 +308,8 @@ class Run:
                 with contextlib.suppress(LeaseLost):
                     self._write_lease(self.lease.with_state("interrupted", note=reason))
             self._finish()
+            if self._worker is not None:
+                self._worker.stats.interrupted += 1
 
     def _finish(self) -> None:
         self._finished = True
@@ -341,7 +345,6 @@ class Run:
                                      f"signal {getattr(exc, 'signum', signal.SIGINT)}")
             if worker is None:
                 return False
-            worker.stats.interrupted += 1
             if not self._cancelled.is_set():
                 worker._stop = True  # a signal ends the worker's loop; a cancel ends the run
             return True
@@ -350,8 +353,6 @@ class Run:
                 return True
             text = "".join(traceback.format_exception(exc_type, exc, tb))
             self.fail(text)
-            if worker is not None:
-                worker.stats.failed += 1
             print(f"s3exp: {self!r} failed (attempt {self.attempt}):\n{text}", file=sys.stderr)
             return not (worker is not None and worker.raise_errors)
         if not self._finished:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from s3exp._errors import S3ExpError
+from s3exp._errors import ConfigError, S3ExpError
 from s3exp._expansion import expand
 from s3exp._experiments import list_experiments, load_experiment, submit
 from s3exp._specs import ExperimentSpec, load_spec
@@ -113,6 +113,106 @@ def _fmt(v: Any) -> str:
     return f"{v:.6g}" if isinstance(v, float) else json.dumps(v)
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from s3exp._agent import check_template, run_command
+    from s3exp._worker import Worker
+
+    template = list(args.command)
+    if args.processes > 1:
+        return _fan_out(args)
+    store = _store(args)
+    worker = Worker(store, args.experiments, sticky_dataset=args.sticky_dataset,
+                    max_runs=args.max_runs, wait=args.wait, worker_id=args.worker_id)
+    if template:
+        for claimer in worker.claimers:
+            check_template(template, claimer.slots)
+    else:
+        raise ConfigError("no command given: use  s3exp worker EXP -- COMMAND ARGS...  "
+                          "(or the Python API: for run in s3exp.Worker(...))")
+    for run in worker:
+        with run:
+            run_command(run, template, grace=args.grace)
+    st = worker.stats
+    print(f"s3exp worker {worker.identity.id}: {st.completed} completed, {st.failed} failed, "
+          f"{st.lost} lost, {st.interrupted} interrupted", file=sys.stderr)
+    return 143 if st.interrupted and worker._stop else 0
+
+
+def _fan_out(args: argparse.Namespace) -> int:
+    """--processes N: run N single-process workers and forward signals to them."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "s3exp", "worker", *args.experiments,
+            "--processes", "1", "--grace", str(args.grace)]
+    for flag, value in (("--store", args.store), ("--endpoint-url", args.endpoint_url),
+                        ("--max-runs", args.max_runs)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--addressing", args.addressing]
+    argv += ["--sticky-dataset"] * args.sticky_dataset + ["--wait"] * args.wait
+    argv += ["--", *args.command]
+    children = [subprocess.Popen(argv) for _ in range(args.processes)]
+
+    def forward(signum: int, frame: object) -> None:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [c.wait() for c in children]
+    return next((c for c in codes if c != 0), 0)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from s3exp._status import experiment_status, render_status
+
+    st = experiment_status(_store(args), args.experiment)
+    print(json.dumps(st.to_dict(), indent=1) if args.json else render_status(st))
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    from s3exp._operations import reset_runs
+
+    if not (args.failed or args.interrupted or args.run):
+        raise ConfigError("say which runs to reset: --failed, --interrupted or --run ID")
+    report = reset_runs(_store(args), args.experiment, failed=args.failed,
+                        interrupted=args.interrupted, run_ids=tuple(args.run or ()))
+    print(f"reset {len(report['reset'])} run(s)" + (": " + ", ".join(report["reset"]) if report["reset"] else ""))
+    for rid, why in sorted(report["skipped"].items()):
+        print(f"  skipped {rid}: {why}")
+    return 0
+
+
+def _control(state: str) -> Callable[[argparse.Namespace], int]:
+    def cmd(args: argparse.Namespace) -> int:
+        from s3exp._operations import set_control
+
+        previous = set_control(_store(args), args.experiment, state)  # type: ignore[arg-type]
+        print(f"{args.experiment}: {previous} -> {state}")
+        return 0
+
+    return cmd
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from s3exp._results_format import format_results
+    from s3exp._operations import read_results
+
+    rows = read_results(_store(args), args.experiment)
+    sys.stdout.write(format_results(rows, args.format))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from s3exp._demo import run_demo
+
+    url = args.store or os.environ.get("S3EXP_STORE") or "./s3exp-demo-store"
+    return run_demo(url, processes=args.processes, runs_per_pair=args.runs_per_pair,
+                    endpoint_url=args.endpoint_url)
+
+
 def cmd_dev_server(args: argparse.Namespace) -> int:
     from s3exp._seaweed import SeaweedServer, load_or_make_credentials
 
@@ -179,6 +279,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="experiment name, or path to a spec file")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = command("worker", cmd_worker,
+                "Pull runs of one or more experiments and run a command for each: "
+                "s3exp worker EXP -- python train.py --lr {learning_rate} --data {dataset}. "
+                "Template fields: every parameter, dataset, model, model_group, run_id, attempt, "
+                "replicate, experiment. The child also gets S3EXP_RUN_ID, S3EXP_PARAMS (JSON) and "
+                "S3EXP_RESULT_FILE (a JSON object written there becomes the result). Exit status 0 "
+                "completes the run; anything else fails the attempt.")
+    p.add_argument("experiments", nargs="+", metavar="EXP",
+                   help="experiment name(s); higher spec priority is served first")
+    p.add_argument("--max-runs", type=int, help="stop after claiming this many runs")
+    p.add_argument("--processes", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--sticky-dataset", action="store_true",
+                   help="prefer runs on the dataset of the previous run")
+    p.add_argument("--wait", action="store_true",
+                   help="stay until every run is done or failed, to take over runs of dead "
+                        "workers (default: exit when nothing is claimable)")
+    p.add_argument("--worker-id", help="name this worker in leases and results")
+    p.add_argument("--grace", type=float, default=10.0,
+                   help="seconds between SIGTERM and SIGKILL when a child must stop")
+
+    p = command("status", cmd_status,
+                "Show an experiment's progress: a table per pair, live workers, stale leases, "
+                "the last errors, throughput and ETA.")
+    p.add_argument("experiment")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("reset", cmd_reset,
+                "Make runs claimable again (error history is kept).")
+    p.add_argument("experiment")
+    p.add_argument("--failed", action="store_true", help="failed runs get a fresh attempt budget")
+    p.add_argument("--interrupted", action="store_true",
+                   help="release interrupted runs and stale leases now")
+    p.add_argument("--run", action="append", metavar="ID", help="this run (repeatable)")
+
+    for name, state, text in (("pause", "paused", "Stop workers claiming new runs of EXP."),
+                              ("resume", "active", "Let workers claim runs of EXP again."),
+                              ("cancel", "cancelled", "Stop claiming and stop running runs of EXP "
+                               "at their next heartbeat (released as interrupted).")):
+        p = command(name, _control(state), text)
+        p.add_argument("experiment")
+
+    p = command("results", cmd_results, "Print one row per finished run: params, result, provenance.")
+    p.add_argument("experiment")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    p = command("demo", cmd_demo,
+                "Run a small real experiment (scikit-learn datasets x model families) on the "
+                "embedded directory store with local worker processes, then show the results.")
+    p.add_argument("--processes", type=int, default=3, help="worker processes (default: %(default)s)")
+    p.add_argument("--runs-per-pair", type=int, default=3, help="replicates (default: %(default)s)")
+
     p = command("dev-server", cmd_dev_server,
                 "Run a local SeaweedFS S3 server on 127.0.0.1 for development and print the "
                 "export lines that point s3exp at it.", store=False)
@@ -191,7 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in argv:  # everything after the first "--" is the worker's command template
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
+    args.command = command
     try:
         code: int = args.func(args)
         return code

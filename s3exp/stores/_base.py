@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["Blob", "ObjectMeta", "RequestCounter", "Store", "check_key"]
+__all__ = ["Blob", "ObjectMeta", "RequestCounter", "Store", "check_key", "prefix_matches_nothing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,3 +142,23 @@ def check_key(key: str) -> str:
         ):
             raise StoreError(f"invalid key {key!r}", key)
     return key
+
+
+def prefix_matches_nothing(prefix: str) -> bool:
+    """True if no key that :func:`check_key` accepts can start with ``prefix``.
+
+    A ``list`` of such a prefix answers empty without asking, so that a prefix like
+    ``../`` never reaches a filesystem or a server that normalizes paths.
+    """
+    from s3exp._errors import StoreError
+
+    head, _, last = prefix.rpartition("/")
+    if prefix.startswith("/") or last.startswith(".") or any(
+            ord(c) < 32 or ord(c) == 127 for c in last):
+        return True
+    if head:
+        try:
+            check_key(head)
+        except StoreError:
+            return True
+    return False

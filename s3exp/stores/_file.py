@@ -28,7 +28,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from s3exp._errors import AlreadyExists, ConfigError, Conflict, ObjectNotFound, StoreError
-from s3exp.stores._base import Blob, ObjectMeta, RequestCounter, Store, check_key
+from s3exp.stores._base import (
+    Blob,
+    ObjectMeta,
+    RequestCounter,
+    Store,
+    check_key,
+    prefix_matches_nothing,
+)
 
 __all__ = ["FileStore"]
 
@@ -167,6 +174,8 @@ class FileStore(Store):
     def list(self, prefix: str) -> Iterator[ObjectMeta]:
         self.requests.add("LIST")
         # Walk only the deepest directory that the prefix fully names.
+        if prefix_matches_nothing(prefix):
+            return iter([])  # and never walk outside the root ("../")
         head, _, _ = prefix.rpartition("/")
         base = self.root.joinpath(*head.split("/")) if head else self.root
         found: list[ObjectMeta] = []

@@ -35,7 +35,14 @@ from s3exp._errors import (
     StoreError,
     Unavailable,
 )
-from s3exp.stores._base import Blob, ObjectMeta, RequestCounter, Store, check_key
+from s3exp.stores._base import (
+    Blob,
+    ObjectMeta,
+    RequestCounter,
+    Store,
+    check_key,
+    prefix_matches_nothing,
+)
 
 __all__ = ["RetryPolicy", "S3Store"]
 
@@ -293,20 +300,27 @@ class S3Store(Store):
             raise Conflict(f"{key!r} is gone (expected ETag {etag})", key) from e
 
     def list(self, prefix: str) -> Iterator[ObjectMeta]:
+        if prefix_matches_nothing(prefix):
+            return iter([])  # SeaweedFS would read "a//" as "a/"
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
         token: str | None = None
+        found: list[ObjectMeta] = []
         while True:
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full}
             if token:
                 kwargs["ContinuationToken"] = token
             r = self._call(lambda: self._client.list_objects_v2(**kwargs), None)
             for o in r.get("Contents", []):
-                yield ObjectMeta(o["Key"][strip:], o["ETag"], int(o["Size"]),
-                                 o["LastModified"].astimezone(UTC))
+                found.append(ObjectMeta(o["Key"][strip:], o["ETag"], int(o["Size"]),
+                                        o["LastModified"].astimezone(UTC)))
             token = r.get("NextContinuationToken")
             if not r.get("IsTruncated") or not token:
-                return
+                break
+        # AWS lists in binary key order, but SeaweedFS lists directory by directory
+        # ("a/b/x" before "a/b-1"), so sort here to keep the Store contract everywhere.
+        found.sort(key=lambda m: m.key.encode())
+        return iter(found)
 
     # -- administration -------------------------------------------------------------
 
