@@ -92,12 +92,14 @@ class Claimer:
         self.control_seconds = 10.0
         self._control_read_at = float("-inf")
         self.losses = 0
+        self.max_losses = 2
 
     # -- the picture ----------------------------------------------------------------
 
     def refresh(self) -> RunListing:
         """LIST the runs prefix (plus one GET of the control object) and rebuild the picture."""
-        self._read_control()
+        if self.clock.monotonic() - self._control_read_at > self.control_seconds:
+            self._read_control()
         metas = list(self.store.list(_keys.runs_prefix(self.exp)))
         listing = parse_listing(self.exp, metas, self.store.server_time())
         self._listing = listing
@@ -162,8 +164,10 @@ class Claimer:
             claim = self._claim_from_picture(prefer_dataset)
             if claim is not None:
                 return claim
-            if fresh:
-                return None
+            if fresh and not self.losses:
+                return None  # a fresh picture with nothing claimable in it
+            # A lost race means the picture is out of date: every loss is another
+            # worker's progress, so refreshing and trying again terminates.
             self.refresh()
             fresh = True
 
@@ -177,8 +181,8 @@ class Claimer:
             if claim is not None:
                 return claim
         while self._free:
-            if self.losses >= 3:
-                return None  # the picture is too old; let the caller refresh
+            if self.losses >= self.max_losses:
+                return None  # the picture is out of date; the caller refreshes it
             slot = self._pick_free(prefer_dataset)
             lease = Lease.first(self.exp, slot.run_id, self.identity, self.spec.lease_seconds,
                                 self.spec.max_attempts, self.clock.now())
@@ -192,11 +196,12 @@ class Claimer:
         return None
 
     def _pick_free(self, prefer_dataset: str | None) -> RunSlot:
-        pool = range(min(self.window, len(self._free)))
+        span = self.window
+        pool = range(min(span, len(self._free)))
         if prefer_dataset is not None:
             preferred = [i for i, s in enumerate(self._free) if s.dataset == prefer_dataset]
             if preferred:
-                pool = preferred[: self.window]  # type: ignore[assignment]
+                pool = preferred[:span]  # type: ignore[assignment]
         return self._free.pop(self.rng.choice(list(pool)))
 
     def _read_lease(self, run_id: str) -> tuple[Lease, ObjectMeta] | None:

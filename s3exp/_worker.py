@@ -385,7 +385,7 @@ class Worker:
         poll_seconds: float | None = None,
         worker_id: str | None = None,
         clock: Clock | None = None,
-        window: int = 32,
+        window: int = 64,
         raise_errors: bool = False,
         handle_signals: bool = True,
     ) -> None:
