@@ -9,8 +9,11 @@ from s3exp._errors import (
     AlreadyExists,
     ConfigError,
     Conflict,
+    Interrupted,
+    LeaseLost,
     NotFoundError,
     ObjectNotFound,
+    RunAlreadyCompleted,
     S3ExpError,
     SpecConflict,
     SpecError,
@@ -19,25 +22,33 @@ from s3exp._errors import (
 )
 from s3exp._expansion import RunSlot, count_runs, expand
 from s3exp._experiments import SubmitResult, list_experiments, load_experiment, submit
+from s3exp._operations import read_results, reset_runs, set_control
 from s3exp._specs import SCHEMA_VERSION, ExperimentSpec, load_spec, parse_spec
+from s3exp._status import ExperimentStatus, experiment_status
 from s3exp._version import __version__
+from s3exp._worker import Run, Worker, WorkerStats
 from s3exp.stores import FileStore, MemoryStore, S3Store, Store, open_store
 
 __all__ = [
-    "SCHEMA_VERSION",
     "AlreadyExists",
     "Clock",
     "ConfigError",
     "Conflict",
     "ExperimentSpec",
+    "ExperimentStatus",
     "FakeClock",
     "FileStore",
+    "Interrupted",
+    "LeaseLost",
     "MemoryStore",
     "NotFoundError",
     "ObjectNotFound",
+    "Run",
+    "RunAlreadyCompleted",
     "RunSlot",
     "S3ExpError",
     "S3Store",
+    "SCHEMA_VERSION",
     "SpecConflict",
     "SpecError",
     "Store",
@@ -45,13 +56,19 @@ __all__ = [
     "SubmitResult",
     "SystemClock",
     "Unavailable",
+    "Worker",
+    "WorkerStats",
     "__version__",
     "count_runs",
     "expand",
+    "experiment_status",
     "list_experiments",
     "load_experiment",
     "load_spec",
     "open_store",
     "parse_spec",
+    "read_results",
+    "reset_runs",
+    "set_control",
     "submit",
 ]

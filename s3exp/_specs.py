@@ -49,7 +49,7 @@ __all__ = [
     "parse_spec",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MAX_RUNS = 1_000_000
 
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import boto3
 import botocore.config
@@ -112,7 +112,7 @@ class S3Store(Store):
             aws_secret_access_key=credentials[1] if credentials else None,
         )
 
-        def client(style: str) -> Any:
+        def client(style: Literal["auto", "path", "virtual"]) -> Any:
             config = botocore.config.Config(
                 retries={"total_max_attempts": 1, "mode": "standard"},
                 connect_timeout=connect_timeout,
