@@ -4,6 +4,7 @@ The public API is what ``__all__`` lists; every module whose name starts with ``
 private.
 """
 
+from s3exp._child import current_run
 from s3exp._clock import Clock, FakeClock, SystemClock
 from s3exp._errors import (
     AlreadyExists,
@@ -20,9 +21,11 @@ from s3exp._errors import (
     StoreError,
     Unavailable,
 )
+from s3exp._compaction import CompactionReport, compact
 from s3exp._expansion import RunSlot, count_runs, expand
 from s3exp._experiments import SubmitResult, list_experiments, load_experiment, submit
 from s3exp._operations import read_results, reset_runs, set_control
+from s3exp._reading import metrics, query, results
 from s3exp._specs import SCHEMA_VERSION, ExperimentSpec, load_spec, parse_spec
 from s3exp._status import ExperimentStatus, experiment_status
 from s3exp._version import __version__
@@ -32,6 +35,7 @@ from s3exp.stores import FileStore, MemoryStore, S3Store, Store, open_store
 __all__ = [
     "AlreadyExists",
     "Clock",
+    "CompactionReport",
     "ConfigError",
     "Conflict",
     "ExperimentSpec",
@@ -59,16 +63,21 @@ __all__ = [
     "Worker",
     "WorkerStats",
     "__version__",
+    "compact",
     "count_runs",
+    "current_run",
     "expand",
     "experiment_status",
     "list_experiments",
     "load_experiment",
     "load_spec",
+    "metrics",
     "open_store",
     "parse_spec",
+    "query",
     "read_results",
     "reset_runs",
+    "results",
     "set_control",
     "submit",
 ]

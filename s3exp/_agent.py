@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from s3exp._child import parse_metric_line
 from s3exp._errors import ConfigError
 from s3exp._expansion import RunSlot
 from s3exp._worker import Run
@@ -105,6 +106,35 @@ class _Tail(threading.Thread):
         return "\n".join(self.lines)
 
 
+class _MetricsFollower:
+    """Reads complete JSON lines the child appended to its metrics file and logs them."""
+
+    def __init__(self, path: Path, run: Run) -> None:
+        self.file = open(path, encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.run = run
+        self.partial = ""
+        self.bad_lines = 0
+
+    def poll(self) -> None:
+        chunk = self.file.read()
+        if not chunk:
+            return
+        lines = (self.partial + chunk).split("\n")
+        self.partial = lines.pop()  # an incomplete last line waits for its newline
+        for line in lines:
+            if not line.strip():
+                continue
+            parsed = parse_metric_line(line)
+            if parsed is None:
+                self.bad_lines += 1
+                continue
+            step, metrics, ts = parsed
+            self.run.log(metrics, step, ts)
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def _stop_child(proc: subprocess.Popen[bytes], grace: float) -> None:
     if proc.poll() is not None:
         return
@@ -132,6 +162,8 @@ def run_command(run: Run, template: Sequence[str], *, grace: float = 10.0) -> No
         return
     with tempfile.TemporaryDirectory(prefix="s3exp-run-") as tmp:
         result_file = Path(tmp) / "result.json"
+        metrics_file = Path(tmp) / "metrics.jsonl"
+        metrics_file.touch()
         env = {
             **os.environ,
             "S3EXP_EXPERIMENT": run.experiment,
@@ -141,6 +173,7 @@ def run_command(run: Run, template: Sequence[str], *, grace: float = 10.0) -> No
             "S3EXP_MODEL": run.model or "",
             "S3EXP_PARAMS": json.dumps(run.params),
             "S3EXP_RESULT_FILE": str(result_file),
+            "S3EXP_METRICS_FILE": str(metrics_file),
         }
         try:
             proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, start_new_session=True)
@@ -150,16 +183,20 @@ def run_command(run: Run, template: Sequence[str], *, grace: float = 10.0) -> No
         assert proc.stderr is not None
         tail = _Tail(proc.stderr)
         tail.start()
+        follower = _MetricsFollower(metrics_file, run)
         try:
             while True:
                 try:
                     code = proc.wait(timeout=0.2)
                     break
                 except subprocess.TimeoutExpired:
+                    follower.poll()
                     run.check()  # raises LeaseLost once the heartbeat has seen the loss
         finally:
             _stop_child(proc, grace)
             tail.join(timeout=5)
+            follower.poll()
+            follower.close()
         if code != 0:
             how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
             run.fail(f"command {argv!r} ended with {how}\n--- stderr tail ---\n{tail.text}",

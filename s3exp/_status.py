@@ -14,14 +14,22 @@ from typing import Any
 
 from s3exp import _keys
 from s3exp._claims import read_control
-from s3exp._errors import ObjectNotFound
+from s3exp._errors import AlreadyExists, Conflict, NotFoundError, ObjectNotFound
 from s3exp._expansion import expand
 from s3exp._experiments import load_experiment
 from s3exp._leases import Lease, RunListing, is_stale, parse_listing
 from s3exp._specs import ExperimentSpec
 from s3exp.stores import Store
 
-__all__ = ["STATES", "ExperimentStatus", "experiment_status", "render_status", "run_states"]
+__all__ = [
+    "STATES",
+    "ExperimentStatus",
+    "experiment_status",
+    "read_status_rollup",
+    "render_status",
+    "run_states",
+    "write_status_rollup",
+]
 
 STATES = ("pending", "running", "done", "failed", "interrupted")
 
@@ -170,3 +178,33 @@ def render_status(st: ExperimentStatus) -> str:
         for e in st.errors:
             lines.append(f"    {e['run_id']} attempt {e['attempt']}: {e['error']}")
     return "\n".join(lines)
+
+
+def write_status_rollup(store: Store, exp: str) -> ExperimentStatus:
+    """Store the current status as ``status/<exp>.json`` (CAS), so that a status read for a
+    large experiment is one GET.  Written by compaction."""
+    st = experiment_status(store, exp)
+    body = json.dumps(st.to_dict(), separators=(",", ":")).encode()
+    key = _keys.status_rollup(exp)
+    for _ in range(3):
+        try:
+            try:
+                current = store.head(key)
+            except ObjectNotFound:
+                store.put_if_absent(key, body)
+            else:
+                store.put_if_match(key, body, current.etag)
+            break
+        except (AlreadyExists, Conflict):
+            continue  # a concurrent compactor wrote a rollup just now; either is fresh
+    return st
+
+
+def read_status_rollup(store: Store, exp: str) -> ExperimentStatus:
+    """The status as of the last compaction (one GET); NotFoundError if none was written."""
+    try:
+        raw = json.loads(store.get(_keys.status_rollup(exp)).data)
+    except ObjectNotFound:
+        raise NotFoundError(f"no status rollup for {exp!r} yet (run s3exp compact {exp})") from None
+    raw["pairs"] = [PairStatus(**p) for p in raw["pairs"]]
+    return ExperimentStatus(**raw)

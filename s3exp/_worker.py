@@ -47,6 +47,7 @@ from s3exp._errors import (
 )
 from s3exp._experiments import load_experiment
 from s3exp._leases import Lease, WorkerIdentity, record
+from s3exp._metrics_log import MetricBuffer, RunIdentity
 from s3exp._provenance import provenance
 from s3exp.stores import ObjectMeta, Store, open_store
 
@@ -118,6 +119,7 @@ class Run:
         self._owner: int | None = None
         self._async_sent = False
         self.result: dict[str, Any] | None = None
+        self._metrics: MetricBuffer | None = None
         self._heartbeat = _Heartbeat(self)
         self._heartbeat.start()
 
@@ -166,6 +168,27 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<Run {self.experiment}/{self.run_id} attempt={self.attempt}>"
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None,
+            ts: float | None = None) -> None:
+        """Record metric values at ``step`` (default: the previous step + 1).
+
+        Never blocks on the network: rows are buffered and written as Parquet shards by a
+        background thread every few seconds, and on completion.  ``ts`` is a POSIX
+        timestamp (default: now).
+        """
+        buf = self._metrics
+        if buf is None:
+            if self._finished:
+                raise S3ExpError(f"{self!r} has already ended")
+            buf = self._metrics = MetricBuffer(self.store, RunIdentity(
+                self.experiment, self.run_id, self.attempt, self.dataset, self.model,
+                self.lease.worker.id))
+        buf.log(metrics, step, ts)
+
+    def _flush_metrics(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
 
     def check(self) -> None:
         """Raise LeaseLost if the lease was taken over; cheap, no request."""
@@ -236,6 +259,7 @@ class Run:
         with self._critical(), self._lock:
             if self._finished:
                 raise S3ExpError(f"{self!r} has already ended")
+            self._flush_metrics()  # every row is staged before the result says "done"
             self._ensure_fresh()
             ended = self.clock.now()
             body = {
@@ -314,6 +338,10 @@ class Run:
     def _finish(self) -> None:
         self._finished = True
         self._stop_heartbeat()
+        try:
+            self._flush_metrics()  # rows of failed or fenced attempts are kept for audit
+        except S3ExpError as e:
+            print(f"s3exp: could not stage the last metrics of {self!r}: {e}", file=sys.stderr)
 
     def _critical(self) -> contextlib.AbstractContextManager[None]:
         return self._worker.deferring_signals() if self._worker is not None else contextlib.nullcontext()

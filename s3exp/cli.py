@@ -197,11 +197,53 @@ def _control(state: str) -> Callable[[argparse.Namespace], int]:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from s3exp._results_format import format_results
-    from s3exp._operations import read_results
+    store = _store(args)
+    if args.format == "json":
+        from s3exp._operations import read_results
 
-    rows = read_results(_store(args), args.experiment)
-    sys.stdout.write(format_results(rows, args.format))
+        print(json.dumps(read_results(store, args.experiment), indent=1, default=str))
+        return 0
+    from s3exp._reading import results
+
+    table = results(store, args.experiment)  # compacted parts plus newer result records
+    if args.format == "parquet":
+        import pyarrow.parquet as pq
+
+        out = args.output or f"{args.experiment}-results.parquet"
+        pq.write_table(table, out)
+        print(f"wrote {table.num_rows} rows to {out}", file=sys.stderr)
+        return 0
+    from s3exp._results_format import format_table
+
+    text = format_table(table, args.format)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from s3exp._compaction import compact
+
+    store = _store(args)
+    names = args.experiments or list_experiments(store)
+    for name in names:
+        report = compact(store, name)
+        print(json.dumps(report.to_dict()) if args.json else
+              f"{name}: generation {report.generation}, {report.runs_compacted} runs, "
+              f"{report.rows} rows compacted from {report.shards_read} shards"
+              + (" (another compactor committed first)" if report.lost_race else ""))
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from s3exp._reading import query
+
+    table = query(_store(args), args.sql, experiments=args.experiment or None)
+    from s3exp._results_format import format_table
+
+    sys.stdout.write(format_table(table, args.format))
     return 0
 
 
@@ -320,8 +362,26 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(name, _control(state), text)
         p.add_argument("experiment")
 
-    p = command("results", cmd_results, "Print one row per finished run: params, result, provenance.")
+    p = command("results", cmd_results,
+                "One row per finished run: params, final metrics, status, attempt, duration, "
+                "host. Served from the compacted results table plus runs finished since.")
     p.add_argument("experiment")
+    p.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
+                   help="json prints the full result records with provenance")
+    p.add_argument("--output", "-o", metavar="PATH", help="write to a file (parquet default: EXP-results.parquet)")
+
+    p = command("compact", cmd_compact,
+                "Merge staged metric shards of finished runs into Hive-partitioned Parquet "
+                "under metrics/ and results/ (exactly once; safe to run concurrently).")
+    p.add_argument("experiments", nargs="*", metavar="EXP", help="default: every experiment")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = command("query", cmd_query,
+                "Run SQL in DuckDB over the views `metrics` and `results` (the same names and "
+                "columns as the Athena tables), e.g. "
+                "s3exp query \"SELECT model, avg(value) FROM metrics WHERE name='loss' GROUP BY 1\"")
+    p.add_argument("sql")
+    p.add_argument("--experiment", action="append", metavar="EXP", help="limit to EXP (repeatable)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
     p = command("demo", cmd_demo,
