@@ -328,10 +328,10 @@ class S3Store(Store):
         """Create the bucket if it does not exist (used by the dev server and tests)."""
         try:
             self._call(lambda: self._client.create_bucket(Bucket=self.bucket), None)
-        except StoreError as e:
-            if not isinstance(e.__cause__, botocore.exceptions.ClientError) or _code(e.__cause__) not in (
-                "BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise
+        except botocore.exceptions.ClientError as e:
+            # A 409 comes back untranslated from _call (it reads as a failed condition).
+            if _code(e) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise _translate(e, None, self) from e
 
     def close(self) -> None:
         self._client.close()
