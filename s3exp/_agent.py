@@ -154,6 +154,9 @@ def run_command(run: Run, template: Sequence[str], *, grace: float = 10.0) -> No
     Call inside ``with run:``.  A lost lease or a signal stops the child (the exception
     propagates for ``Run.__exit__`` to record); otherwise the run is completed or failed.
     """
+    # Polling run.check() below stops the child; an asynchronous exception from the
+    # heartbeat could instead land inside _stop_child and leave the child running.
+    run._async_stop = False
     fields = _fields(run.slot, run.experiment, run.attempt)
     try:
         argv = fill_template(template, fields)
@@ -191,9 +194,10 @@ def run_command(run: Run, template: Sequence[str], *, grace: float = 10.0) -> No
                     break
                 except subprocess.TimeoutExpired:
                     follower.poll()
-                    run.check()  # raises LeaseLost once the heartbeat has seen the loss
+                    run.check()  # LeaseLost or Interrupted (cancel), as the heartbeat saw
         finally:
-            _stop_child(proc, grace)
+            with run._critical():  # a SIGTERM now waits until the child is stopped
+                _stop_child(proc, grace)
             tail.join(timeout=5)
             follower.poll()
             follower.close()

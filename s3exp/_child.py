@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from s3exp._errors import S3ExpError
+from s3exp._metrics_log import coerce_metrics
 
 __all__ = ["ChildRun", "current_run", "parse_metric_line"]
 
@@ -42,9 +43,11 @@ class ChildRun:
         self.params: dict[str, Any] = json.loads(env.get("S3EXP_PARAMS", "{}"))
         self.result_file = env.get("S3EXP_RESULT_FILE")
         path = env.get("S3EXP_METRICS_FILE")
-        self._file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+        # A raw O_APPEND descriptor, written with one write() per flush: each flush lands
+        # whole at the end of the file, even if the child also appends lines itself.
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else None
         self._lines: list[str] = []
-        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._next_step = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="s3exp-child-log")
@@ -53,13 +56,13 @@ class ChildRun:
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None, ts: float | None = None) -> None:
         """Same contract as ``Run.log``: buffered, never blocks on I/O."""
-        values = {k: float(v) for k, v in metrics.items()}
+        values = dict(coerce_metrics(metrics))
         stamp = time.time() if ts is None else ts
-        with self._lock:
-            if step is None:
-                step = self._next_step
-            self._next_step = step + 1
-            self._lines.append(json.dumps({"step": step, "ts": stamp, "metrics": values}))
+        if step is None:
+            step = self._next_step
+        self._next_step = step + 1
+        # No lock (list.append is atomic); see MetricBuffer.log for why that matters.
+        self._lines.append(json.dumps({"step": step, "ts": stamp, "metrics": values}))
 
     def complete(self, metrics: Mapping[str, Any]) -> None:
         """Write the run's final metrics to the result file (exit 0 then completes it)."""
@@ -73,11 +76,17 @@ class ChildRun:
             self.flush()
 
     def flush(self) -> None:
-        with self._lock:
-            lines, self._lines = self._lines, []
-        if lines and self._file is not None:
-            self._file.write("\n".join(lines) + "\n")
-            self._file.flush()
+        """Append what is buffered to the metrics file now (also run at exit)."""
+        with self._write_lock:  # the flusher thread and atexit must not interleave
+            buffer = self._lines
+            n = len(buffer)
+            lines = buffer[:n]
+            del buffer[:n]  # lines appended meanwhile stay for the next flush
+            if not lines or self._fd is None:
+                return
+            data = ("\n".join(lines) + "\n").encode()
+            while data:
+                data = data[os.write(self._fd, data):]
 
 
 def current_run() -> ChildRun:

@@ -12,8 +12,10 @@ Layout under the store's root (``s3://bucket/prefix`` or a directory)::
     compaction/<exp>/manifest.json                what is compacted; committed by CAS
     compaction/<exp>/pending/<token>-<NNN>.parquet   parts written before their commit
     status/<exp>.json                             status rollup written by compaction
+    costs/<exp>/<worker id>.json                  one worker's (or the compactors') request counts
     metrics/experiment=<exp>/part-<GGGGGG>-<token>-<NNN>.parquet   compacted, Hive-partitioned
     results/experiment=<exp>/part-<GGGGGG>-<token>-<NNN>.parquet   one row per finished run
+    athena-results/...                            Athena's query output (AWS stack); never read
 
 Specs, run state and metrics live under separate top-level prefixes so that listing the
 experiments never pages through runs, and so that IAM policies can grant each role exactly
@@ -24,11 +26,16 @@ order is numeric order.  Names are validated by :mod:`s3exp._names` first.
 from __future__ import annotations
 
 __all__ = [
+    "ATHENA_RESULTS",
     "EXPERIMENTS",
     "SPEC_SUFFIX",
+    "STAGING",
     "control",
+    "cost",
+    "costs_prefix",
     "error",
     "experiment_from_spec_key",
+    "globs",
     "interrupt",
     "lease",
     "manifest",
@@ -90,8 +97,11 @@ def interrupt(exp: str, run_id: str, attempt: int) -> str:
     return f"{run_prefix(exp, run_id)}interrupt-{attempt:04d}.json"
 
 
+STAGING = "staging/"
+
+
 def staging_prefix(exp: str) -> str:
-    return f"staging/{exp}/"
+    return f"{STAGING}{exp}/"
 
 
 def shard(exp: str, run_id: str, attempt: int, seq: int) -> str:
@@ -133,3 +143,38 @@ def table_part(table: str, exp: str, generation: int, token: str, n: int) -> str
 
 def status_rollup(exp: str) -> str:
     return f"status/{exp}.json"
+
+
+def costs_prefix(exp: str) -> str:
+    return f"costs/{exp}/"
+
+
+def cost(exp: str, meter_id: str) -> str:
+    """The request counts of one worker (or of the compactors) for ``exp``; the id is a
+    validated name (:func:`s3exp._costs.check_meter_id`)."""
+    return f"{costs_prefix(exp)}{meter_id}.json"
+
+
+# Athena writes query results here (the AWS stack's workgroup).  s3exp never reads them.
+ATHENA_RESULTS = "athena-results/"
+
+
+def globs() -> dict[str, str]:
+    """Every kind of key above with ``*`` for each name and number: the patterns the IAM
+    policies of :mod:`s3exp._policies` grant (IAM's ``*`` also matches ``/``)."""
+    return {
+        "spec": spec("*"),
+        "control": control("*"),
+        "lease": lease("*", "*"),
+        "result": result("*", "*"),
+        "error": f"{run_prefix('*', '*')}error-*.json",
+        "interrupt": f"{run_prefix('*', '*')}interrupt-*.json",
+        "shard": f"{staging_prefix('*')}*.parquet",
+        "manifest": manifest("*"),
+        "pending_part": f"{pending_prefix('*')}*.parquet",
+        "status_rollup": status_rollup("*"),
+        "cost": cost("*", "*"),
+        "metrics_part": f"{table_prefix('metrics', '*')}*.parquet",
+        "results_part": f"{table_prefix('results', '*')}*.parquet",
+        "athena_results": f"{ATHENA_RESULTS}*",
+    }

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from s3exp import _keys
+from s3exp._names import safe_name
 from s3exp.stores import ObjectMeta
 
 __all__ = ["Lease", "LeaseState", "RunListing", "WorkerIdentity", "is_stale", "parse_listing"]
@@ -49,7 +50,9 @@ class WorkerIdentity:
     def current(cls, worker_id: str | None = None) -> WorkerIdentity:
         host = socket.gethostname()
         pid = os.getpid()
-        return cls(worker_id or f"{host}-{pid}-{uuid.uuid4().hex[:6]}", host, pid)
+        # The default id becomes a key segment (the cost record), so the host name is
+        # made safe; an id given explicitly is checked by the Worker instead.
+        return cls(worker_id or safe_name(f"{host}-{pid}-{uuid.uuid4().hex[:6]}"), host, pid)
 
 
 @dataclass(frozen=True, slots=True)

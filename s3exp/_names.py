@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_NAME_BYTES", "name_problem", "param_name_problem"]
+__all__ = ["MAX_NAME_BYTES", "name_problem", "param_name_problem", "safe_name"]
 
 MAX_NAME_BYTES = 128
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+@:-]*$")
@@ -38,6 +38,19 @@ def name_problem(name: object) -> str | None:
     if not _NAME.match(name):
         return "may only use letters, digits and _ . + @ : - (starting with a letter, digit or _)"
     return None
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+@:-]+")
+
+
+def safe_name(text: str) -> str:
+    """``text`` made into a name :func:`name_problem` accepts (for default ids built from
+    a host name): runs of other characters become ``-``, ``..`` and ``__`` are collapsed."""
+    out = _UNSAFE.sub("-", text)
+    while ".." in out or "__" in out:
+        out = out.replace("..", ".").replace("__", "_")
+    out = out.lstrip(".+@:-") or "x"
+    return out.encode()[:MAX_NAME_BYTES].decode(errors="ignore")
 
 
 def param_name_problem(name: str) -> str | None:

@@ -1,15 +1,22 @@
 """Reading results where they lie: exact views of ``metrics`` and ``results``, and DuckDB.
 
-The exact view is what compaction has committed plus what it has not reached yet:
+The exact view is what compaction has committed plus what it has not reached yet, both
+taken from one reading of the manifest:
 
 * compacted parts listed in the manifest (published key, or the pending one before the
   roll-forward), and
-* staged shards of runs the manifest does not hold: of finished runs, the attempt that
-  wrote ``result.json``; of runs still going, the live (highest) attempt.  Failed runs
-  and superseded attempts are left out.
+* staged shards of runs that manifest does not hold: of finished runs, the attempt that
+  wrote ``result.json``; of runs still going, the attempt named by the running lease.
+  Failed, released and interrupted runs, and superseded attempts, are left out.
+
+The runs are listed before the shards (a finished run's shards are all staged before its
+result is written), so a run that finishes while we read is either wholly absent or whole.
+If an object vanishes under us (a part published and its pending copy removed, shards
+expired by a compactor that committed after our manifest read), the view is read again.
 
 Every file is read through the store interface, so one code path serves S3, the directory
-store and the in-memory store, with the store's retries and request counting.
+store and the in-memory store, with the store's retries and request counting; GETs go out
+several at a time.
 """
 
 from __future__ import annotations
@@ -23,39 +30,36 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from s3exp import _keys
-from s3exp._compaction import read_manifest, staged_shards
-from s3exp._errors import ConfigError, ObjectNotFound
+from s3exp._compaction import Manifest, fetch_ordered, read_manifest, staged_shards
+from s3exp._errors import ConfigError, ObjectNotFound, S3ExpError
 from s3exp._experiments import list_experiments, load_experiment
 from s3exp._leases import parse_listing
+from s3exp._specs import ExperimentSpec
 from s3exp._tables import METRICS_SCHEMA, results_table, with_experiment
 from s3exp.stores import Store, open_store
 
 __all__ = ["VIEWS", "metrics", "query", "results"]
 
 VIEWS = ("metrics", "results")
+_ATTEMPTS = 5  # readings of the view before giving up on a store that keeps changing
 
 
-def _read(store: Store, key: str) -> pa.Table:
-    return pq.read_table(io.BytesIO(store.get(key).data))
+def _decode(data: bytes) -> pa.Table:
+    return pq.read_table(io.BytesIO(data))
 
 
-def _part_key(part: dict[str, Any], published: set[str]) -> str:
-    return str(part["key"]) if part["key"] in published else str(part["pending"])
+def _decode_shard(data: bytes) -> pa.Table:
+    return _decode(data).select(METRICS_SCHEMA.names).cast(METRICS_SCHEMA)
 
 
-def _parts(store: Store, exp: str, table: str) -> list[pa.Table]:
-    manifest = read_manifest(store, exp)
-    published = {m.key for m in store.list(_keys.table_prefix(table, exp))}
-    out = []
-    for part in manifest.parts:
-        if part["table"] != table:
-            continue
-        try:
-            out.append(_read(store, _part_key(part, published)))
-        except ObjectNotFound:
-            # Published and its pending copy deleted between our LIST and GET.
-            out.append(_read(store, str(part["key"])))
-    return out
+def _parts(store: Store, manifest: Manifest, table: str) -> list[pa.Table]:
+    """The committed parts of ``table`` in ``manifest``, wherever each is now."""
+    wanted = [p for p in manifest.parts if p["table"] == table]
+    if not wanted:
+        return []
+    published = {m.key for m in store.list(_keys.table_prefix(table, manifest.experiment))}
+    keys = [str(p["key"]) if p["key"] in published else str(p["pending"]) for p in wanted]
+    return list(fetch_ordered(store, keys, _decode))
 
 
 def _concat(tables: list[pa.Table], schema: pa.Schema | None = None) -> pa.Table:
@@ -64,55 +68,74 @@ def _concat(tables: list[pa.Table], schema: pa.Schema | None = None) -> pa.Table
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def metrics(store: Store | str, exp: str, *, as_pandas: bool = False) -> Any:
-    """Every metric row of ``exp`` exactly once, as a ``pyarrow.Table`` (or DataFrame)."""
-    store = open_store(store)
-    load_experiment(store, exp)
-    manifest = read_manifest(store, exp)
-    tables = _parts(store, exp, "metrics")
-    listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
-    for run_id, attempts in staged_shards(store, exp).items():
-        if run_id in manifest.runs or not attempts:
-            continue
-        objs = listing.get(run_id)
-        if objs.result is not None:
-            if len(attempts) == 1:
-                attempt = next(iter(attempts))
-            else:  # which attempt won is only in the result body
-                attempt = int(json.loads(store.get(_keys.result(exp, run_id)).data)["attempt"])
-        elif objs.lease is not None:
-            attempt = max(attempts)  # attempts only go up: the highest is the live one
-            if _lease_state(store, exp, run_id) == "failed":
-                continue
-        else:
-            continue
-        for meta in attempts.get(attempt, []):
-            tables.append(_read(store, meta.key).select(METRICS_SCHEMA.names).cast(METRICS_SCHEMA))
-    table = with_experiment(_concat(tables, METRICS_SCHEMA), exp)
-    return table.to_pandas() if as_pandas else table
+def _retrying(read: Any, what: str) -> Any:
+    for _ in range(_ATTEMPTS):
+        try:
+            return read()
+        except ObjectNotFound:
+            continue  # compaction moved something while we read: read the view again
+    raise S3ExpError(f"{what} kept changing while it was read ({_ATTEMPTS} tries); try again")
 
 
-def _lease_state(store: Store, exp: str, run_id: str) -> str:
+def _pandas(table: pa.Table) -> Any:
     try:
-        return str(json.loads(store.get(_keys.lease(exp, run_id)).data)["state"])
-    except ObjectNotFound:
-        return "absent"
+        return table.to_pandas()
+    except ImportError:
+        raise ConfigError("as_pandas=True needs pandas: pip install pandas") from None
+
+
+def metrics(store: Store | str, exp: str, *, as_pandas: bool = False) -> Any:
+    """Every metric row of ``exp`` exactly once, as a ``pyarrow.Table`` (or DataFrame).
+
+    Rows of runs not compacted yet are read from staging (winning or live attempt only),
+    so the view is complete without waiting for compaction.
+    """
+    st = open_store(store)
+    load_experiment(st, exp)
+    table = _retrying(lambda: _metrics_once(st, exp), f"metrics of {exp!r}")
+    return _pandas(table) if as_pandas else table
+
+
+def _metrics_once(store: Store, exp: str) -> pa.Table:
+    manifest = read_manifest(store, exp)
+    tables = _parts(store, manifest, "metrics")
+    listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
+    staged = {rid: a for rid, a in staged_shards(store, exp).items()
+              if rid not in manifest.runs and a}
+    done = sorted(rid for rid in staged if listing.get(rid).result is not None)
+    going = sorted(rid for rid in staged if listing.get(rid).result is None
+                   and listing.get(rid).lease is not None)
+    # Which attempt won is only in the result body, and which attempt is live only in the
+    # lease body: one GET per uncompacted run that has shards.
+    results = fetch_ordered(store, [_keys.result(exp, rid) for rid in done], json.loads)
+    keep = {rid: int(body["attempt"]) for rid, body in zip(done, results, strict=True)}
+    leases = fetch_ordered(store, [_keys.lease(exp, rid) for rid in going], json.loads)
+    for rid, lease in zip(going, leases, strict=True):
+        if lease.get("state") == "running":
+            keep[rid] = int(lease["attempt"])
+    keys = [m.key for rid in sorted(keep) for m in staged[rid].get(keep[rid], [])]
+    tables.extend(fetch_ordered(store, keys, _decode_shard))
+    return with_experiment(_concat(tables, METRICS_SCHEMA), exp)
 
 
 def results(store: Store | str, exp: str, *, as_pandas: bool = False) -> Any:
     """One row per finished run of ``exp`` (compacted parts plus newer result records)."""
-    store = open_store(store)
-    spec = load_experiment(store, exp)
+    st = open_store(store)
+    spec = load_experiment(st, exp)
+    table = _retrying(lambda: _results_once(st, exp, spec), f"results of {exp!r}")
+    return _pandas(table) if as_pandas else table
+
+
+def _results_once(store: Store, exp: str, spec: ExperimentSpec) -> pa.Table:
     manifest = read_manifest(store, exp)
-    tables = _parts(store, exp, "results")
+    tables = _parts(store, manifest, "results")
     listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
-    fresh = [json.loads(store.get(_keys.result(exp, rid)).data)
-             for rid, objs in sorted(listing.runs.items())
-             if objs.result is not None and rid not in manifest.runs]
+    fresh_ids = [rid for rid, objs in sorted(listing.runs.items())
+                 if objs.result is not None and rid not in manifest.runs]
+    fresh = list(fetch_ordered(store, [_keys.result(exp, rid) for rid in fresh_ids], json.loads))
     if fresh or not tables:
         tables.append(results_table(spec, fresh))
-    table = with_experiment(_concat(tables), exp)
-    return table.to_pandas() if as_pandas else table
+    return with_experiment(_concat(tables), exp)
 
 
 def query(store: Store | str, sql: str, *, experiments: Iterable[str] | None = None) -> pa.Table:

@@ -36,6 +36,7 @@ from typing import Any
 from s3exp import _keys
 from s3exp._claims import Claim, Claimer, read_control
 from s3exp._clock import Clock, SystemClock
+from s3exp._costs import CostMeter, check_meter_id
 from s3exp._errors import (
     AlreadyExists,
     Conflict,
@@ -49,6 +50,7 @@ from s3exp._experiments import load_experiment
 from s3exp._leases import Lease, WorkerIdentity, record
 from s3exp._metrics_log import MetricBuffer, RunIdentity
 from s3exp._provenance import provenance
+from s3exp._timers import call_later
 from s3exp.stores import ObjectMeta, Store, open_store
 
 __all__ = ["Run", "Worker", "WorkerStats"]
@@ -70,8 +72,16 @@ class WorkerStats:
     run_ids: list[str] = field(default_factory=list)
 
 
+def _heartbeat_interval(run: Run) -> float:
+    return max(0.05, run.lease.ttl / 3)
+
+
 class _Heartbeat(threading.Thread):
-    """Renews one lease every ttl/3 by If-Match; on loss, stops the run."""
+    """Renews one lease every ttl/3 by If-Match; on loss, stops the run.
+
+    Started by the process's timer thread (:mod:`s3exp._timers`) when the run's first
+    renewal falls due, so a run that ends sooner never starts one; it renews at once.
+    """
 
     def __init__(self, run: Run) -> None:
         super().__init__(name=f"s3exp-heartbeat-{run.run_id}", daemon=True)
@@ -80,22 +90,36 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:  # noqa: D102 - threading API
         r = self.owner
-        interval = max(0.05, r.lease.ttl / 3)
-        while not self.stop_event.wait(interval):
-            try:
-                r._renew()
-            except LeaseLost:
+        interval = _heartbeat_interval(r)
+        while not self.stop_event.is_set():
+            if not self._beat(r):
+                return
+            if self.stop_event.wait(interval):
+                return
+
+    def _beat(self, r: Run) -> bool:
+        """One renewal and one look at the control object; False when the run must stop."""
+        try:
+            r._renew()
+        except LeaseLost:
+            r._on_lost()
+            return False
+        except StoreError:
+            # Transient trouble: keep trying; if we cannot renew within the TTL the
+            # lease is as good as lost, so stop the run rather than race a taker.
+            if r._seconds_since_renewal() > r.lease.ttl:
                 r._on_lost()
-                return
-            except StoreError:
-                # Transient trouble: keep trying; if we cannot renew within the TTL the
-                # lease is as good as lost, so stop the run rather than race a taker.
-                if r._seconds_since_renewal() > r.lease.ttl:
-                    r._on_lost()
-                    return
-            if r._worker is not None and r._worker._cancel_seen(r):
-                r._on_cancelled()
-                return
+                return False
+        try:
+            cancelled = r._worker is not None and r._worker._cancel_seen(r)
+        except StoreError:
+            return True  # a transient failure reading the control object: next beat
+        if cancelled:
+            r._on_cancelled()
+            return False
+        if r._worker is not None:
+            r._worker._record_costs()  # a long run: the counts are written every few minutes
+        return True
 
 
 class Run:
@@ -118,10 +142,15 @@ class Run:
         self._cancelled = threading.Event()
         self._owner: int | None = None
         self._async_sent = False
+        # Whether the heartbeat may raise LeaseLost / Interrupted asynchronously in the
+        # owner thread; the command agent turns it off because it polls check() instead.
+        self._async_stop = True
         self.result: dict[str, Any] | None = None
         self._metrics: MetricBuffer | None = None
-        self._heartbeat = _Heartbeat(self)
-        self._heartbeat.start()
+        self._heartbeat: _Heartbeat | None = None
+        self._hb_lock = threading.Lock()
+        self._hb_stopped = False
+        self._hb_timer = call_later(_heartbeat_interval(self), self._start_heartbeat)
 
     # -- what the user reads --------------------------------------------------------
 
@@ -191,9 +220,18 @@ class Run:
             self._metrics.close()
 
     def check(self) -> None:
-        """Raise LeaseLost if the lease was taken over; cheap, no request."""
+        """Raise LeaseLost if the lease was taken over, or Interrupted if the experiment was
+        cancelled, as the heartbeat found; cheap, no request.  Code that spends long in
+        one C call can call it between calls."""
         if self._lost.is_set():
             raise LeaseLost(self.experiment, self.run_id, self.attempt)
+        if self._cancelled.is_set():
+            raise self._cancel_error()
+
+    def _cancel_error(self) -> Interrupted:
+        cancelled = Interrupted(0)
+        cancelled.args = (f"experiment {self.experiment!r} was cancelled",)
+        return cancelled
 
     # -- lease upkeep (heartbeat thread) --------------------------------------------
 
@@ -217,36 +255,53 @@ class Run:
         self.lease = new
         self._renewed_mono = sent
 
-    def _raise_in_owner(self, exc: type[BaseException]) -> None:
+    def _raise_in_owner(self, exc: BaseException) -> None:
         with self._lock:
-            if self._owner is not None and not self._finished and not self._async_sent:
+            if (self._async_stop and self._owner is not None and not self._finished
+                    and not self._async_sent):
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._owner),
-                                                           ctypes.py_object(exc))
+                                                           ctypes.py_object(_async_class(exc)))
                 self._async_sent = True
 
     def _on_lost(self) -> None:
         self._lost.set()
-        self._raise_in_owner(LeaseLost)
+        self._raise_in_owner(LeaseLost(self.experiment, self.run_id, self.attempt))
         if self._worker is not None:
             self._worker._on_lost(self)
 
     def _on_cancelled(self) -> None:
         self._cancelled.set()
-        self._raise_in_owner(Interrupted)
+        self._raise_in_owner(self._cancel_error())
         if self._worker is not None:
             self._worker._on_cancelled(self)
 
+    def _start_heartbeat(self) -> None:
+        """On the timer thread, when the first renewal falls due."""
+        with self._hb_lock:
+            if self._hb_stopped:
+                return
+            self._heartbeat = _Heartbeat(self)
+            self._heartbeat.start()
+
     def _stop_heartbeat(self) -> None:
-        self._heartbeat.stop_event.set()
-        if threading.current_thread() is not self._heartbeat:
-            self._heartbeat.join(timeout=5)
+        with self._hb_lock:
+            self._hb_stopped = True
+            self._hb_timer.cancel()
+            hb = self._heartbeat
+        if hb is None:
+            return
+        hb.stop_event.set()
+        if threading.current_thread() is not hb:
+            hb.join(timeout=5)
 
     # -- ending the run -------------------------------------------------------------
 
     def _ensure_fresh(self) -> None:
         """Fence before a final write: renew unless the last renewal is recent enough that
-        no other worker can have judged the lease stale yet."""
-        self.check()
+        no other worker can have judged the lease stale yet.  (A cancel that arrives now
+        does not stop a run whose work is done.)"""
+        if self._lost.is_set():
+            raise LeaseLost(self.experiment, self.run_id, self.attempt)
         if self._seconds_since_renewal() > _FRESH_FRACTION * self.lease.ttl:
             self._write_lease(self.lease.renewed())
 
@@ -367,7 +422,16 @@ class Run:
             if worker is not None:
                 worker.stats.lost += 1
             print(f"s3exp: {self!r}: lease lost; run stopped, no result written", file=sys.stderr)
-            return exc_type is None or issubclass(exc_type, LeaseLost)
+            if exc_type is None or issubclass(exc_type, LeaseLost):
+                return True
+            # The run is no longer ours, so whatever else ended it is not recorded either.
+            if worker is None:
+                return False
+            if issubclass(exc_type, KeyboardInterrupt):
+                if not self._cancelled.is_set():
+                    worker._stop = True
+                return True
+            return not worker.raise_errors
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             self.release_interrupted("cancelled" if self._cancelled.is_set() else
                                      f"signal {getattr(exc, 'signum', signal.SIGINT)}")
@@ -393,10 +457,22 @@ class Worker:
 
     ``experiments`` may be several names: higher ``priority`` (from each spec) is served
     first.  ``sticky_dataset`` prefers runs on the dataset of the previous run.
-    ``max_runs`` stops after that many claims.  With ``wait=True`` the worker stays until
-    every run is done or failed (to take over runs of workers that die); otherwise it
-    stops as soon as nothing is claimable.  ``clock`` is used for intervals and
-    informational timestamps only: lease expiry is judged on the store's clock.
+    ``max_runs`` stops after that many claims.
+
+    When nothing is claimable, the worker by default (``wait=True``) keeps polling while
+    other workers still hold unfinished runs, because any of them may die and leave a run
+    to take over; it exits once every run is done or failed (or the experiment is
+    cancelled).  A paused experiment keeps it waiting.  ``wait=False`` stops early: as
+    soon as nothing is claimable right now.  Polls back off from 0.5 s to
+    ``poll_seconds`` (default: a quarter of the shortest lease TTL, within 0.2-5 s); each
+    costs one LIST.  ``clock`` is used for intervals and informational timestamps only:
+    lease expiry is judged on the store's clock.
+
+    The cost meter: the worker adds the store requests it made to
+    ``costs/<first experiment>/<worker_id>.json`` every ``cost_seconds`` (default 300)
+    and when its loop ends (``s3exp status EXP --cost`` sums them); ``None`` turns it
+    off.  ``worker_id`` must be a safe key segment (letters, digits, ``_ . + @ : -``);
+    the default is built from the host name, pid and a random suffix.
 
     Signals: when iterated in the main thread, SIGTERM raises :class:`~s3exp.Interrupted`
     (SIGINT raises KeyboardInterrupt), deferred while a claim is being written.
@@ -409,19 +485,29 @@ class Worker:
         *,
         sticky_dataset: bool = False,
         max_runs: int | None = None,
-        wait: bool = False,
+        wait: bool = True,
         poll_seconds: float | None = None,
         worker_id: str | None = None,
         clock: Clock | None = None,
         window: int = 64,
         raise_errors: bool = False,
         handle_signals: bool = True,
+        cost_seconds: float | None = 300.0,
     ) -> None:
+        if worker_id is not None:
+            check_meter_id(worker_id)  # before anything is sent: it becomes a key segment
         self.store = open_store(store) if isinstance(store, str) else store
         names = [experiments] if isinstance(experiments, str) else list(experiments)
         self.clock: Clock = clock or SystemClock()
         self.identity = WorkerIdentity.current(worker_id)
+        counted_before = self.store.requests.snapshot()  # the spec reads below are ours
         specs = [load_experiment(self.store, n) for n in names]
+        self.cost_meter: CostMeter | None = None
+        if cost_seconds is not None and names:
+            self.cost_meter = CostMeter(self.store, names[0], self.identity.id, role="worker",
+                                        interval=cost_seconds, served=names,
+                                        baseline=counted_before)
+        self._cost_warned = False
         specs.sort(key=lambda s: -s.priority)  # stable: ties keep the given order
         self.claimers = [Claimer(self.store, s, self.identity, self.clock, window=window)
                          for s in specs]
@@ -484,6 +570,22 @@ class Worker:
             if c.exp == run.experiment:
                 c.control = "cancelled"
 
+    def _record_costs(self, *, final: bool = False) -> None:
+        """Write the request counts if they are due (or ``final``); never raises: a worker
+        does not stop over its cost record, it says so once."""
+        meter = self.cost_meter
+        if meter is None:
+            return
+        try:
+            if final:
+                meter.flush()
+            else:
+                meter.maybe_flush()
+        except S3ExpError as e:
+            if not self._cost_warned:
+                self._cost_warned = True
+                print(f"s3exp: could not record this worker's request counts: {e}", file=sys.stderr)
+
     def _cancel_seen(self, run: Run) -> bool:
         """Called from a heartbeat: one GET of the control object per heartbeat."""
         state, _ = read_control(self.store, run.experiment)
@@ -509,9 +611,25 @@ class Worker:
         return run
 
     def _unfinished(self) -> bool:
-        return any(c.unfinished() for c in self.claimers)
+        """Whether another worker may still leave a run for this one to take over: some
+        experiment that is not cancelled has runs that are neither done nor failed."""
+        return any(c.control != "cancelled" and c.unfinished() for c in self.claimers)
 
     def __iter__(self) -> Iterator[Run]:
+        ended_by: BaseException | None = None
+        try:
+            yield from self._loop()
+        except BaseException as e:
+            ended_by = e
+            raise
+        finally:
+            # At exit, the last counts (and this write itself) go to the cost record;
+            # not when the store itself failed (it would fail again, more slowly).
+            if ended_by is None or isinstance(ended_by, (KeyboardInterrupt, GeneratorExit)):
+                self._record_costs(final=True)
+
+    def _loop(self) -> Iterator[Run]:
+        idle = min(0.5, self.poll_seconds)
         with self._signals():
             while not self._stop:
                 if self.max_runs is not None and self.stats.claimed >= self.max_runs:
@@ -521,12 +639,17 @@ class Worker:
                 except Interrupted:
                     return
                 if run is None:
+                    # claim() has just refreshed the picture from a LIST: it is current.
                     if not self.wait or not self._unfinished():
                         return
-                    time.sleep(self.poll_seconds)
-                    for c in self.claimers:
-                        c.refresh()
+                    try:
+                        time.sleep(idle)
+                    except Interrupted:
+                        return  # SIGTERM/SIGINT while idle: nothing to release
+                    idle = min(self.poll_seconds, idle * 2)
+                    self._record_costs()
                     continue
+                idle = min(0.5, self.poll_seconds)
                 self.current = run
                 try:
                     yield run
@@ -535,6 +658,7 @@ class Worker:
                     if not run.finished:
                         # The caller did not use `with run:`; treat leaving as interruption.
                         run.release_interrupted("abandoned")
+                self._record_costs()
 
     def run(self, fn: Any) -> WorkerStats:
         """Call ``fn(run)`` for every claimed run; a returned mapping becomes the result."""
@@ -544,6 +668,24 @@ class Worker:
                 if not run.finished:
                     run.complete(out if isinstance(out, Mapping) else {})
         return self.stats
+
+
+def _async_class(exc: BaseException) -> type[BaseException]:
+    """A subclass of ``type(exc)`` whose no-argument constructor re-creates ``exc``.
+
+    ``PyThreadState_SetAsyncExc`` raises a class and instantiates it with no arguments;
+    LeaseLost and Interrupted need arguments, so raising them directly would deliver a
+    TypeError instead.  ``except LeaseLost`` still catches the subclass.
+    """
+    base = type(exc)
+    args, state = exc.args, dict(vars(exc))
+
+    def __init__(self: BaseException) -> None:
+        BaseException.__init__(self, *args)
+        self.__dict__.update(state)
+
+    return type(base.__name__, (base,), {"__init__": __init__, "__module__": base.__module__,
+                                         "__qualname__": base.__qualname__})
 
 
 def _dumps(body: dict[str, Any]) -> bytes:

@@ -42,9 +42,50 @@ def _one_line(text: str) -> str:
 
 
 def _store(args: argparse.Namespace) -> Store:
-    url = args.store or os.environ.get("S3EXP_STORE") or DEFAULT_STORE
+    # An explicit --store "" is an error (open_store says so), not a silent fallback.
+    url = args.store if args.store is not None else os.environ.get("S3EXP_STORE") or DEFAULT_STORE
     path_style = {"auto": None, "path": True, "virtual": False}[args.addressing]
-    return open_store(url, endpoint_url=args.endpoint_url, path_style=path_style)
+    return open_store(url, endpoint_url=_endpoint_url(args), path_style=path_style)
+
+
+def _endpoint_url(args: argparse.Namespace) -> str | None:
+    """--endpoint-url, else the variables boto3 would read, so that open_store validates
+    the endpoint and its errors name it."""
+    if args.endpoint_url is not None:
+        return str(args.endpoint_url)
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return None
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
+    return value
 
 
 def _add_store_options(p: argparse.ArgumentParser) -> None:
@@ -118,17 +159,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from s3exp._worker import Worker
 
     template = list(args.command)
-    if args.processes > 1:
-        return _fan_out(args)
-    store = _store(args)
-    worker = Worker(store, args.experiments, sticky_dataset=args.sticky_dataset,
-                    max_runs=args.max_runs, wait=args.wait, worker_id=args.worker_id)
-    if template:
-        for claimer in worker.claimers:
-            check_template(template, claimer.slots)
-    else:
+    if not template:
         raise ConfigError("no command given: use  s3exp worker EXP -- COMMAND ARGS...  "
                           "(or the Python API: for run in s3exp.Worker(...))")
+    store = _store(args)
+    if args.processes > 1:
+        # Check names and the template here, so that a mistake is reported once and not
+        # by every child.
+        for name in args.experiments:
+            check_template(template, expand(load_experiment(store, name)))
+        return _fan_out(args)
+    worker = Worker(store, args.experiments, sticky_dataset=args.sticky_dataset,
+                    max_runs=args.max_runs, wait=args.wait, worker_id=args.worker_id)
+    for claimer in worker.claimers:
+        check_template(template, claimer.slots)
     for run in worker:
         with run:
             run_command(run, template, grace=args.grace)
@@ -149,7 +193,7 @@ def _fan_out(args: argparse.Namespace) -> int:
         if value is not None:
             argv += [flag, str(value)]
     argv += ["--addressing", args.addressing]
-    argv += ["--sticky-dataset"] * args.sticky_dataset + ["--wait"] * args.wait
+    argv += ["--sticky-dataset"] * args.sticky_dataset + ["--wait" if args.wait else "--no-wait"]
     argv += ["--", *args.command]
     children = [subprocess.Popen(argv) for _ in range(args.processes)]
 
@@ -167,8 +211,18 @@ def _fan_out(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from s3exp._status import experiment_status, render_status
 
-    st = experiment_status(_store(args), args.experiment)
-    print(json.dumps(st.to_dict(), indent=1) if args.json else render_status(st))
+    store = _store(args)
+    st = experiment_status(store, args.experiment)
+    if not args.cost:
+        print(json.dumps(st.to_dict(), indent=1) if args.json else render_status(st))
+        return 0
+    from s3exp._costs import read_costs, render_costs
+
+    costs = read_costs(store, args.experiment, st.counts["done"] + st.counts["failed"])
+    if args.json:
+        print(json.dumps({**st.to_dict(), "cost": costs.to_dict()}, indent=1))
+    else:
+        print(render_status(st) + "\n" + render_costs(costs))
     return 0
 
 
@@ -196,7 +250,27 @@ def _control(state: str) -> Callable[[argparse.Namespace], int]:
     return cmd
 
 
+def _check_output(path: str | None) -> None:
+    """Refuse an --output that cannot be written, before any work is done."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"output {path!r} is a directory")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write output {path!r}: directory {str(parent)!r} does not exist")
+
+
+def _write_output(path: str, write: Callable[[str], object]) -> None:
+    try:
+        write(path)
+    except OSError as e:
+        raise ConfigError(f"cannot write output {path!r}: {e.strerror or e}") from None
+
+
 def cmd_results(args: argparse.Namespace) -> int:
+    _check_output(args.output)
     store = _store(args)
     if args.format == "json":
         from s3exp._operations import read_results
@@ -210,14 +284,14 @@ def cmd_results(args: argparse.Namespace) -> int:
         import pyarrow.parquet as pq
 
         out = args.output or f"{args.experiment}-results.parquet"
-        pq.write_table(table, out)
+        _write_output(out, lambda path: pq.write_table(table, path))
         print(f"wrote {table.num_rows} rows to {out}", file=sys.stderr)
         return 0
     from s3exp._results_format import format_table
 
     text = format_table(table, args.format)
     if args.output:
-        Path(args.output).write_text(text)
+        _write_output(args.output, Path(args.output).write_text)
     else:
         sys.stdout.write(text)
     return 0
@@ -226,10 +300,17 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_compact(args: argparse.Namespace) -> int:
     from s3exp._compaction import compact
 
+    from s3exp._costs import record_requests
+
     store = _store(args)
     names = args.experiments or list_experiments(store)
     for name in names:
+        before = store.requests.snapshot()
         report = compact(store, name)
+        try:
+            record_requests(store, name, before)  # costs/NAME/compactor.json
+        except S3ExpError as e:
+            print(f"s3exp: could not record the compaction's request counts: {e}", file=sys.stderr)
         print(json.dumps(report.to_dict()) if args.json else
               f"{name}: generation {report.generation}, {report.runs_compacted} runs, "
               f"{report.rows} rows compacted from {report.shards_read} shards"
@@ -287,6 +368,45 @@ def cmd_dev_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from s3exp._status_server import make_server
+
+    store = _store(args)
+    list_experiments(store)  # a wrong URL or credential fails here, in one line
+    try:
+        server = make_server(store, args.host, args.port)
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+    port = server.server_address[1]
+    print(f"s3exp status for {store.url} on http://{args.host}:{port}/ (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_infra_policy(args: argparse.Namespace) -> int:
+    from s3exp._policies import policy
+    from s3exp.stores import S3Store
+
+    url = args.store or os.environ.get("S3EXP_STORE")
+    if not url:
+        raise ConfigError("say which project the policy is for: --store s3://bucket/prefix")
+    if not url.lower().startswith("s3://"):
+        raise ConfigError(f"IAM policies are for S3 stores; {url!r} is not s3://bucket/prefix")
+    store = open_store(url)  # validates the bucket and prefix; sends nothing
+    assert isinstance(store, S3Store)
+    doc = policy(args.role, store.bucket, store.prefix, partition=args.partition,
+                 region=args.region, account=args.account, glue_database=args.glue_database,
+                 workgroup=args.workgroup, status_function_arn=args.status_function_arn)
+    store.close()
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
 # -- wiring ---------------------------------------------------------------------------
 
 
@@ -330,15 +450,18 @@ def build_parser() -> argparse.ArgumentParser:
                 "completes the run; anything else fails the attempt.")
     p.add_argument("experiments", nargs="+", metavar="EXP",
                    help="experiment name(s); higher spec priority is served first")
-    p.add_argument("--max-runs", type=int, help="stop after claiming this many runs")
-    p.add_argument("--processes", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--max-runs", type=_positive_int, help="stop after claiming this many runs")
+    p.add_argument("--processes", type=_positive_int, default=1,
+                   help="worker processes on this machine")
     p.add_argument("--sticky-dataset", action="store_true",
                    help="prefer runs on the dataset of the previous run")
-    p.add_argument("--wait", action="store_true",
-                   help="stay until every run is done or failed, to take over runs of dead "
-                        "workers (default: exit when nothing is claimable)")
+    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
+                   help="when nothing is claimable, keep polling while other workers hold "
+                        "unfinished runs, to take over the runs of workers that die; exit once "
+                        "every run is done or failed (default). --no-wait exits as soon as "
+                        "nothing is claimable")
     p.add_argument("--worker-id", help="name this worker in leases and results")
-    p.add_argument("--grace", type=float, default=10.0,
+    p.add_argument("--grace", type=_non_negative_float, default=10.0,
                    help="seconds between SIGTERM and SIGKILL when a child must stop")
 
     p = command("status", cmd_status,
@@ -346,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "the last errors, throughput and ETA.")
     p.add_argument("experiment")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--cost", action="store_true",
+                   help="also show the S3 requests made so far by type (PUT, GET, HEAD, LIST, "
+                        "DELETE) and their price at S3 Standard rates, in total and per finished "
+                        "run, from the cost records that workers and compactors write under "
+                        "costs/EXP/ (one LIST and one GET per record; counts since a worker's "
+                        "last write, at most 5 minutes old, are not in yet)")
 
     p = command("reset", cmd_reset,
                 "Make runs claimable again (error history is kept).")
@@ -387,16 +516,48 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", cmd_demo,
                 "Run a small real experiment (scikit-learn datasets x model families) on the "
                 "embedded directory store with local worker processes, then show the results.")
-    p.add_argument("--processes", type=int, default=3, help="worker processes (default: %(default)s)")
-    p.add_argument("--runs-per-pair", type=int, default=3, help="replicates (default: %(default)s)")
+    p.add_argument("--processes", type=_positive_int, default=3,
+                   help="worker processes (default: %(default)s)")
+    p.add_argument("--runs-per-pair", type=_positive_int, default=3,
+                   help="replicates (default: %(default)s)")
 
     p = command("dev-server", cmd_dev_server,
                 "Run a local SeaweedFS S3 server on 127.0.0.1 for development and print the "
                 "export lines that point s3exp at it.", store=False)
     p.add_argument("--dir", default="./s3exp-dev-data", help="data directory (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8333, help="S3 port (default: %(default)s)")
+    p.add_argument("--port", type=_port, default=8333, help="S3 port (default: %(default)s)")
     p.add_argument("--bucket", default="s3exp", help="bucket to create (default: %(default)s)")
     p.add_argument("--prefix", default="", help="key prefix for S3EXP_STORE (default: none)")
+
+    p = command("serve", cmd_serve,
+                "Serve the status pages and JSON of the status Lambda locally: / lists the "
+                "experiments, /experiments/EXP?format=html shows one, "
+                "/experiments/EXP/results?format=csv its results.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=_port, default=8080, help="port; 0 picks a free one (default: %(default)s)")
+
+    p = command("infra", cmd_infra_policy, "The AWS deployment (infra/template.yaml).", store=False)
+    infra = p.add_subparsers(dest="infra_command", required=True, metavar="COMMAND",
+                             parser_class=_Parser)
+    from s3exp._policies import ROLES
+
+    p = infra.add_parser("policy", help="Print the least-privilege IAM policy (JSON) of a role "
+                         "for the project at --store: the same document the stack attaches.",
+                         description="Print the least-privilege IAM policy (JSON) of a role for "
+                         "the project at --store, for people who do not deploy infra/template.yaml.")
+    p.set_defaults(func=cmd_infra_policy)
+    p.add_argument("--role", required=True, choices=ROLES,
+                   help="worker, submitter, analyst, compactor, or reader (read-only)")
+    p.add_argument("--store", metavar="URL", help="s3://bucket/prefix (default: $S3EXP_STORE)")
+    p.add_argument("--partition", default="aws", help="AWS partition (default: %(default)s)")
+    p.add_argument("--region", default="*", help="region of the Athena workgroup and Glue tables "
+                   "(analyst; default: any)")
+    p.add_argument("--account", default="*", help="account id of the workgroup and tables "
+                   "(analyst; default: any)")
+    p.add_argument("--glue-database", default="s3exp", help="Glue database (analyst; default: %(default)s)")
+    p.add_argument("--workgroup", default="s3exp", help="Athena workgroup (analyst; default: %(default)s)")
+    p.add_argument("--status-function-arn", metavar="ARN",
+                   help="let the analyst or submitter open the status function's URL")
     return parser
 
 

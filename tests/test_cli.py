@@ -310,9 +310,7 @@ def test_usage_error_is_one_line_exit_2() -> None:
     ("s3://bucket/ok/.hidden", ".hidden"),
     ("s3://bucket?versionId=1", "query"),
     ("file://otherhost/dir", "host"),
-    pytest.param("", "empty", marks=pytest.mark.xfail(
-        strict=True, reason="cli bug: an explicit empty --store falls back to $S3EXP_STORE or "
-                            "./s3exp-store (`args.store or ...`) instead of being refused")),
+    ("", "empty"),
 ])
 def test_bad_store_url(url: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                        monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ import types
 import pytest
 
 import s3exp
+import s3exp.serverless
 import s3exp.stores
 
 
@@ -18,7 +19,10 @@ def _public_names(module: types.ModuleType) -> set[str]:
             and n != "annotations"}
 
 
-@pytest.mark.parametrize("module", [s3exp, s3exp.stores], ids=lambda m: m.__name__)
+MODULES = [s3exp, s3exp.stores, s3exp.serverless]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
 def test_all_is_sorted_and_unique(module: types.ModuleType) -> None:
     names = list(module.__all__)
     assert len(names) == len(set(names))
@@ -28,9 +32,10 @@ def test_all_is_sorted_and_unique(module: types.ModuleType) -> None:
 def test_package_exports_exactly_all() -> None:
     """Every public name ``s3exp/__init__.py`` binds is in ``__all__``, and vice versa."""
     assert _public_names(s3exp) == set(s3exp.__all__) - {"__version__"}
+    assert _public_names(s3exp.serverless) == set(s3exp.serverless.__all__)
 
 
-@pytest.mark.parametrize("module", [s3exp, s3exp.stores], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
 def test_every_listed_name_imports(module: types.ModuleType) -> None:
     fresh = importlib.import_module(module.__name__)
     for name in module.__all__:

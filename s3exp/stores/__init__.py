@@ -35,6 +35,8 @@ __all__ = [
 # S3's rules for bucket names (the lowercase, DNS-compatible ones every server accepts).
 _BUCKET = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+-]{0,127}$")
+_URL_LOOKALIKE = re.compile(r"^(s3|s3a|s3n|file|memory|gs|gcs|az|abfs|abfss|hdfs|http|https|ftp|sftp):",
+                            re.IGNORECASE)
 
 _memory_lock = threading.Lock()
 _memory_stores: dict[str, MemoryStore] = {}
@@ -88,4 +90,8 @@ def open_store(
             return _memory_stores.setdefault(name, MemoryStore(name))
     if scheme:
         raise ConfigError(f"unsupported store URL scheme {scheme!r} in {url!r} (use s3://, file:// or a path)")
+    lookalike = _URL_LOOKALIKE.match(url)
+    if lookalike:  # "s3:bucket" or "file:dir" would otherwise become a directory of that name
+        raise ConfigError(f"store URL {url!r} is missing '//' after {lookalike.group(1)!r}: "
+                          "use s3://bucket/prefix, file:///absolute/path or a plain path")
     return FileStore(url)

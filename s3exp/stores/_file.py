@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import os
 import uuid
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,10 @@ from s3exp.stores._base import (
 __all__ = ["FileStore"]
 
 _INTERNAL = ".s3exp"
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 def _etag(st: os.stat_result) -> str:
@@ -63,6 +68,7 @@ class FileStore(Store):
         self._tmp = self.root / _INTERNAL / "tmp"
         self._locks = self.root / _INTERNAL / "locks"
         self._clock_file: Path | None = None
+        self._clock_cleanup: weakref.finalize[[Path], FileStore] | None = None
 
     def _ensure_dirs(self) -> None:
         if not self._tmp.is_dir():
@@ -204,10 +210,14 @@ class FileStore(Store):
         if self._clock_file is None:
             self._clock_file = self._tmp / f"clock-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             self._clock_file.touch()
+            # Removed by close(), or when the store is collected or the process exits:
+            # a CLI command that ends in an error must not leave it behind.
+            self._clock_cleanup = weakref.finalize(self, _remove, self._clock_file)
         os.utime(self._clock_file, None)  # "now" as the filesystem (server) sees it
         return datetime.fromtimestamp(self._clock_file.stat().st_mtime, UTC)
 
     def close(self) -> None:
-        if self._clock_file is not None:
-            self._clock_file.unlink(missing_ok=True)
-            self._clock_file = None
+        if self._clock_cleanup is not None:
+            self._clock_cleanup()
+            self._clock_cleanup = None
+        self._clock_file = None

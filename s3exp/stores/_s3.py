@@ -11,6 +11,9 @@ A conditional write whose reply was lost may have been applied.  When a retry of
 write then fails its condition, the store reads the object back: if the body is byte for
 byte the one it sent, the write was its own and counts as a success.  Bodies that must be
 told apart (leases, results) carry a random token, so equal bytes mean the same writer.
+A write whose retries all ended without a reply raises Unavailable and is remembered: the
+next write of that key whose condition fails is read back the same way (a heartbeat
+retries the very same body).  See "Recognising our own write" in docs/design.md.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, Literal, TypeVar
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.parsers
 
 from s3exp._errors import (
     AlreadyExists,
@@ -70,6 +74,38 @@ class RetryPolicy:
 
 class _Ambiguous(Exception):
     """Internal: a write may or may not have been applied (the reply was lost)."""
+
+
+class _NotS3(Exception):
+    """Internal: a reply that no S3 server would send (raised by the after-call hook)."""
+
+
+# Operations whose successful reply always carries an ETag header.
+_ETAG_REPLIES = {"PutObject", "GetObject", "HeadObject"}
+
+
+def _check_s3_reply(http_response: Any = None, parsed: Any = None, model: Any = None,
+                    **_: Any) -> None:
+    """botocore after-call hook: refuse replies that cannot come from an S3 server.
+
+    A web server, captive portal or proxy page at the endpoint answers with HTML, which
+    botocore would otherwise read as an empty listing, a missing key or refused
+    credentials.  5xx pages are left to the retry loop: a proxy's "502 Bad Gateway" in
+    front of a restarting server is transient.
+    """
+    if http_response is None:
+        return
+    status = int(getattr(http_response, "status_code", 0) or 0)
+    op = str(getattr(model, "name", ""))
+    ctype = str(http_response.headers.get("Content-Type", "")).split(";")[0].strip().lower()
+    if status >= 500:
+        return
+    if ctype == "text/html" and not (op == "GetObject" and status < 300):
+        raise _NotS3(f"HTTP {status} with an HTML page to {op}")
+    if status < 300 and op in _ETAG_REPLIES and not http_response.headers.get("ETag"):
+        raise _NotS3(f"HTTP {status} without an ETag to {op}")
+    if status < 300 and op == "ListObjectsV2" and isinstance(parsed, dict) and "IsTruncated" not in parsed:
+        raise _NotS3(f"HTTP {status} that is not a ListObjectsV2 result")
 
 
 def _code(e: botocore.exceptions.ClientError) -> str:
@@ -127,6 +163,8 @@ class S3Store(Store):
                     region_name=region or session.region_name or "us-east-1",
                     config=config,
                 )
+            except botocore.exceptions.InvalidRegionError as e:
+                raise ConfigError(f"invalid AWS region: {e}") from e
             except ValueError as e:  # botocore rejects malformed endpoint URLs with ValueError
                 raise ConfigError(f"invalid endpoint URL {endpoint_url!r}: {e}") from e
 
@@ -138,9 +176,19 @@ class S3Store(Store):
             self._client = client("path")
         self._clock_lock = threading.Lock()
         self._clock_anchor: tuple[datetime, float] | None = None
+        # Writes that ended in Unavailable after a try that may have been applied: key ->
+        # body.  A later write of the key whose condition fails reads it back (see
+        # _earlier_write_landed).  Bounded; oldest forgotten first.
+        self._unresolved: dict[str, bytes] = {}
+        self._unresolved_lock = threading.Lock()
+        # Some servers (SeaweedFS) create a missing bucket on the first PUT.  Before the
+        # first write, one HEAD makes sure the bucket exists, unless a request already
+        # succeeded (then it does).  Workers read the spec first, so they never pay it.
+        self._bucket_seen = False
         events = self._client.meta.events
         events.register("before-send.s3", self._count_request)
         events.register("after-call.s3", self._note_date)
+        events.register("after-call.s3", _check_s3_reply)
 
     # -- request accounting and the server clock ------------------------------------
 
@@ -167,7 +215,14 @@ class S3Store(Store):
         with self._clock_lock:
             anchor = self._clock_anchor
         if anchor is None or time.monotonic() - anchor[1] > 60:
-            self._call(lambda: self._client.head_bucket(Bucket=self.bucket), None)
+            if self.prefix:
+                # Any reply carries Date.  A LIST of our own prefix, not HeadBucket: the
+                # least-privilege policies (s3exp infra policy) grant s3:ListBucket only
+                # under an s3:prefix condition, which a HeadBucket never satisfies.
+                self._call(lambda: self._client.list_objects_v2(
+                    Bucket=self.bucket, Prefix=f"{self.prefix}/", MaxKeys=1), None)
+            else:
+                self._call(lambda: self._client.head_bucket(Bucket=self.bucket), None)
             with self._clock_lock:
                 anchor = self._clock_anchor
             if anchor is None:
@@ -190,13 +245,19 @@ class S3Store(Store):
         ambiguous = False
         for attempt in range(self.retry.attempts):
             try:
-                return fn()
+                result = fn()
+                self._bucket_seen = True
+                return result
             except botocore.exceptions.ClientError as e:
                 code, status = _code(e), _status(e)
                 if code in _CONDITION_FAILED or status in (409, 412):
                     if ambiguous:
                         raise _Ambiguous() from e
                     raise
+                if ambiguous and status == 404 and code != "NoSuchBucket":
+                    # If-Match on a key that is gone (AWS says 404, not 412): our own
+                    # earlier try may be what removed it.  Resolved by the caller too.
+                    raise _Ambiguous() from e
                 if (code in _THROTTLED or status >= 500) and attempt + 1 < self.retry.attempts:
                     ambiguous = ambiguous or write
                     time.sleep(self.retry.delay(attempt))
@@ -210,6 +271,18 @@ class S3Store(Store):
                     time.sleep(self.retry.delay(attempt))
                     continue
                 raise Unavailable(f"cannot reach S3 endpoint {self.endpoint}: {e}", key) from e
+            except _NotS3 as e:
+                raise ConfigError(f"the endpoint {self.endpoint} does not answer like an S3 server "
+                                  f"({e}); check --endpoint-url / AWS_ENDPOINT_URL") from None
+            except botocore.parsers.ResponseParserError as e:
+                # A reply that is not S3's XML: a proxy or a cut connection.  Retried like a
+                # connection error, since a write's reply that is lost may have been applied.
+                ambiguous = ambiguous or write
+                if attempt + 1 < self.retry.attempts:
+                    time.sleep(self.retry.delay(attempt))
+                    continue
+                raise Unavailable(f"the endpoint {self.endpoint} kept sending replies that are "
+                                  "not S3 XML (is it an S3 server?)", key) from e
             except botocore.exceptions.NoCredentialsError as e:
                 raise ConfigError(f"no AWS credentials found for {self.url} (set AWS_ACCESS_KEY_ID "
                                   "and AWS_SECRET_ACCESS_KEY, or a profile)") from e
@@ -220,11 +293,33 @@ class S3Store(Store):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _is_own_write(self, key: str, data: bytes) -> ObjectMeta | None:
+        """The stored object's metadata if its body is byte for byte ``data``, else None.
+
+        Bodies that must be told apart (leases, results, manifests) carry a random token,
+        so equal bytes mean that this writer's write is the one stored."""
         try:
             blob = self.get(key)
         except ObjectNotFound:
             return None
         return blob.meta if blob.data == data else None
+
+    def _earlier_write_landed(self, key: str, data: bytes) -> ObjectMeta | None:
+        """After a plain condition failure of a write of ``key``: if an earlier write of the
+        key ended in Unavailable (its replies lost, its retries spent), it may have been
+        applied, and be what this write's condition now fails on.  The caller may then
+        retry it with the same body (a heartbeat does: the lease it holds did not change),
+        which is its own write if the stored body is ``data``."""
+        with self._unresolved_lock:
+            if self._unresolved.pop(key, None) is None:
+                return None
+        return self._is_own_write(key, data)
+
+    def _note_unresolved(self, key: str, data: bytes) -> None:
+        with self._unresolved_lock:
+            self._unresolved.pop(key, None)
+            self._unresolved[key] = data
+            while len(self._unresolved) > 1024:
+                del self._unresolved[next(iter(self._unresolved))]
 
     # -- the store interface --------------------------------------------------------
 
@@ -242,13 +337,33 @@ class S3Store(Store):
         r = self._call(lambda: self._client.head_object(Bucket=self.bucket, Key=full), key)
         return ObjectMeta(key, r["ETag"], int(r["ContentLength"]), r["LastModified"].astimezone(UTC))
 
+    def _check_bucket(self) -> None:
+        """Raise ConfigError if the bucket does not exist (see ``_bucket_seen``)."""
+        try:
+            if self.prefix:  # a LIST of our prefix, as in server_time (least-privilege roles)
+                self._call(lambda: self._client.list_objects_v2(
+                    Bucket=self.bucket, Prefix=f"{self.prefix}/", MaxKeys=1), None)
+            else:
+                self._call(lambda: self._client.head_bucket(Bucket=self.bucket), None)
+        except ObjectNotFound:  # HEAD replies have no body, so no NoSuchBucket code
+            raise ConfigError(f"bucket {self.bucket!r} does not exist at {self.endpoint}") from None
+
     def _put(self, key: str, data: bytes, **condition: str) -> ObjectMeta:
         full = self._full(key)
-        r = self._call(
-            lambda: self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **condition),
-            key,
-            write=True,
-        )
+        if not self._bucket_seen:
+            self._check_bucket()
+        try:
+            r = self._call(
+                lambda: self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **condition),
+                key,
+                write=True,
+            )
+        except Unavailable:
+            self._note_unresolved(key, data)  # it may have been applied: nobody can tell yet
+            raise
+        if self._unresolved:
+            with self._unresolved_lock:
+                self._unresolved.pop(key, None)
         # PutObject returns no Last-Modified; the Date of its reply is the server's write time.
         return ObjectMeta(key, r["ETag"], len(data), self._reply_time(r))
 
@@ -265,6 +380,9 @@ class S3Store(Store):
                 return own
             raise AlreadyExists(f"{key!r} already exists", key) from None
         except botocore.exceptions.ClientError as e:
+            own = self._earlier_write_landed(key, data)
+            if own is not None:
+                return own
             raise AlreadyExists(f"{key!r} already exists", key) from e
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> ObjectMeta:
@@ -276,6 +394,9 @@ class S3Store(Store):
                 return own
             raise Conflict(f"{key!r} changed or is gone (expected ETag {etag})", key) from None
         except botocore.exceptions.ClientError as e:
+            own = self._earlier_write_landed(key, data)
+            if own is not None:
+                return own
             raise Conflict(f"{key!r} changed or is gone (expected ETag {etag})", key) from e
         except ObjectNotFound as e:  # some servers answer 404 for If-Match on a missing key
             raise Conflict(f"{key!r} is gone (expected ETag {etag})", key) from e
@@ -332,6 +453,7 @@ class S3Store(Store):
             # A 409 comes back untranslated from _call (it reads as a failed condition).
             if _code(e) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise _translate(e, None, self) from e
+            self._bucket_seen = True
 
     def close(self) -> None:
         self._client.close()
@@ -347,6 +469,10 @@ def _translate(e: botocore.exceptions.ClientError, key: str | None, store: S3Sto
     if code in _AUTH or status == 403:
         return ConfigError(f"S3 refused the credentials for {store.url} ({code or status})")
     if code in _THROTTLED or status >= 500:
+        headers = e.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        if str(headers.get("content-type", "")).lower().startswith("text/html"):
+            return Unavailable(f"S3 kept failing for {store.url} (HTTP {status} with an HTML page: "
+                               f"is {store.endpoint} an S3 server, or a proxy in front of one?)", key)
         return Unavailable(f"S3 kept failing for {store.url} ({code or status})", key)
     if code in ("InvalidBucketName",):
         return ConfigError(f"invalid bucket name {store.bucket!r}")

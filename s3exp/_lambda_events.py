@@ -1,0 +1,120 @@
+"""Lambda events parsed into small models, and the one library call behind each handler.
+
+The compact handler is triggered by S3 ``ObjectCreated`` notifications on the staging
+prefix (several records, several experiments, in one event) and by an EventBridge
+schedule.  Delivery is at least once, possibly late and out of order; that is harmless
+because :func:`s3exp.compact` is idempotent: it compacts whatever finished runs the
+manifest does not hold yet, whichever event asked for it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import unquote_plus
+
+from s3exp import _keys
+from s3exp._compaction import compact
+from s3exp._costs import record_requests
+from s3exp._errors import NotFoundError, StoreError
+from s3exp._experiments import list_experiments
+from s3exp._names import name_problem
+from s3exp._status_http import HttpRequest
+from s3exp.stores import S3Store, Store
+
+__all__ = ["CompactRequest", "CompactSummary", "compact_for_request", "parse_compact_event",
+           "parse_http_event"]
+
+
+@dataclass(frozen=True, slots=True)
+class CompactRequest:
+    """What an event asks the compactor to do: some experiments, or all (``None``)."""
+
+    source: str
+    experiments: tuple[str, ...] | None
+    ignored_records: int = 0
+
+
+@dataclass(slots=True)
+class CompactSummary:
+    """The compact handler's reply."""
+
+    source: str
+    compacted: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    ignored_records: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _location(store: Store) -> tuple[str | None, str]:
+    """(bucket, key prefix) that S3 event keys of this store carry."""
+    if isinstance(store, S3Store):
+        return store.bucket, f"{store.prefix}/" if store.prefix else ""
+    return None, ""
+
+
+def parse_compact_event(event: Mapping[str, Any], store: Store) -> CompactRequest:
+    """Read an S3 notification, an EventBridge "Object Created" event or a scheduled event.
+
+    Records for another bucket, outside the store's staging prefix, or naming an invalid
+    experiment are counted in ``ignored_records`` and otherwise ignored.
+    """
+    bucket, prefix = _location(store)
+    staging = f"{prefix}{_keys.STAGING}"
+    if event.get("detail-type") == "Scheduled Event" or event.get("source") == "aws.events":
+        return CompactRequest("schedule", None)
+    pairs: list[tuple[str, str]] = []  # (bucket, key)
+    if event.get("detail-type") == "Object Created":
+        detail = event.get("detail") or {}
+        pairs.append((str((detail.get("bucket") or {}).get("name", "")),
+                      str((detail.get("object") or {}).get("key", ""))))
+        source = "eventbridge"
+    elif isinstance(event.get("Records"), list):
+        for rec in event["Records"]:
+            s3 = rec.get("s3") or {} if isinstance(rec, Mapping) else {}
+            # Notification keys are URL-encoded, with "+" for a space.
+            pairs.append((str((s3.get("bucket") or {}).get("name", "")),
+                          unquote_plus(str((s3.get("object") or {}).get("key", "")))))
+        source = "s3"
+    else:
+        return CompactRequest("unknown", (), ignored_records=1)
+    names: list[str] = []
+    ignored = 0
+    for b, key in pairs:
+        exp = key[len(staging):].split("/", 1)[0] if key.startswith(staging) else ""
+        if (bucket is not None and b != bucket) or name_problem(exp) is not None:
+            ignored += 1
+        elif exp not in names:
+            names.append(exp)
+    return CompactRequest(source, tuple(names), ignored)
+
+
+def compact_for_request(store: Store, request: CompactRequest) -> CompactSummary:
+    """Compact each experiment the request names (all, for a schedule)."""
+    summary = CompactSummary(request.source, ignored_records=request.ignored_records)
+    names = list_experiments(store) if request.experiments is None else request.experiments
+    for name in names:
+        before = store.requests.snapshot()
+        try:
+            summary.compacted[name] = compact(store, name).to_dict()
+        except NotFoundError as e:
+            summary.skipped[name] = str(e)  # shards of an experiment that is not (or no longer) there
+            continue
+        try:
+            record_requests(store, name, before)  # costs/<exp>/compactor.json
+        except StoreError as e:
+            print(f"s3exp: could not record the compaction's request counts: {e}", file=sys.stderr)
+    return summary
+
+
+def parse_http_event(event: Mapping[str, Any]) -> HttpRequest:
+    """A Function URL or API Gateway HTTP API (payload 2.0) event as an HttpRequest."""
+    http = (event.get("requestContext") or {}).get("http") or {}
+    method = str(http.get("method") or event.get("httpMethod") or "GET")
+    path = str(event.get("rawPath") or http.get("path") or "/")
+    query = {str(k): str(v) for k, v in (event.get("queryStringParameters") or {}).items()}
+    return HttpRequest(method, path, query)

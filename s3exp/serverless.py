@@ -1,0 +1,29 @@
+"""What the Lambda handlers in ``lambdas/`` are written against.
+
+Each handler parses its event into a model, calls one function here and returns a model::
+
+    compact:  parse_compact_event -> compact_for_request -> CompactSummary.to_dict()
+    status:   parse_http_event    -> status_app          -> HttpResponse.to_lambda()
+
+``s3exp serve`` runs :func:`status_app` behind a local HTTP server.
+"""
+
+from s3exp._lambda_events import (
+    CompactRequest,
+    CompactSummary,
+    compact_for_request,
+    parse_compact_event,
+    parse_http_event,
+)
+from s3exp._status_http import HttpRequest, HttpResponse, status_app
+
+__all__ = [
+    "CompactRequest",
+    "CompactSummary",
+    "HttpRequest",
+    "HttpResponse",
+    "compact_for_request",
+    "parse_compact_event",
+    "parse_http_event",
+    "status_app",
+]

@@ -1,0 +1,178 @@
+"""Child processes of the chaos scenario (``python -m tests.chaos._chaos_procs ROLE CFG``).
+
+Roles:
+
+``worker``     a Python-API worker (``s3exp.Worker``) whose store is wrapped in a
+               :class:`LedgerStore`; each run logs ``steps`` metric steps with ``run.log``,
+               sleeps a few ms and completes.
+``compactor``  ``s3exp.compact`` in a loop until the file ``stop`` exists, idle while the
+               file ``hold`` exists.
+``doomed``     once the file ``go`` exists, ``s3exp.compact`` with the ``inject`` hook: at
+               ``stage`` it touches the file ``armed`` and sleeps, for the parent to
+               SIGKILL it there.
+
+Every role writes a JSON report at a clean exit.  Errors that end a role are in the
+report; a SIGKILLed process writes none, which is the point.
+
+The ledger: for every lease or result write that the store confirmed, one JSON line
+``{kind, run_id, attempt, token, state, t, worker, pid}`` where ``t`` is the wall time
+taken *before* the request was sent.  The parent's checker turns the lines of one attempt
+into the interval [first, last] during which it held the lease.  Lines are appended with
+one ``write`` to an ``O_APPEND`` descriptor, so a SIGKILL loses at most the line of a write
+in flight, never half a line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from s3exp import compact
+from s3exp._errors import RunAlreadyCompleted, S3ExpError
+from s3exp._worker import Worker
+from s3exp.stores import Blob, ObjectMeta, S3Store, Store
+
+
+def open_store(where: dict[str, str]) -> S3Store:
+    return S3Store(where["bucket"], where["prefix"], endpoint_url=where["endpoint"],
+                   path_style=True, credentials=(where["access_key"], where["secret_key"]))
+
+
+class LedgerStore(Store):
+    """A store that records, in a per-process ledger file, every confirmed lease or
+    result write: what the checker proves "no two attempts overlapped" from."""
+
+    def __init__(self, inner: Store, ledger: Path, worker: str) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.requests = inner.requests
+        self.worker = worker
+        self._fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _note(self, key: str, data: bytes, sent: float) -> None:
+        name = key.rsplit("/", 1)[-1]
+        if name not in ("lease.json", "result.json"):
+            return
+        body = json.loads(data)
+        line = {"kind": name[:-5], "run_id": body["run_id"], "attempt": body["attempt"],
+                "token": body["token"], "state": body.get("state", body.get("status")),
+                "t": sent, "worker": self.worker, "pid": os.getpid()}
+        os.write(self._fd, (json.dumps(line) + "\n").encode())
+
+    def put_if_absent(self, key: str, data: bytes) -> ObjectMeta:
+        sent = time.time()
+        meta = self.inner.put_if_absent(key, data)
+        self._note(key, data, sent)
+        return meta
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> ObjectMeta:
+        sent = time.time()
+        meta = self.inner.put_if_match(key, data, etag)
+        self._note(key, data, sent)
+        return meta
+
+    def get(self, key: str) -> Blob:
+        return self.inner.get(key)
+
+    def head(self, key: str) -> ObjectMeta:
+        return self.inner.head(key)
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        self.inner.delete_if_match(key, etag)
+
+    def list(self, prefix: str) -> Iterator[ObjectMeta]:
+        return self.inner.list(prefix)
+
+    def server_time(self) -> datetime:
+        return self.inner.server_time()
+
+    def close(self) -> None:
+        os.close(self._fd)
+        self.inner.close()
+
+
+def worker(cfg: dict[str, Any]) -> dict[str, Any]:
+    store = LedgerStore(open_store(cfg["where"]), Path(cfg["ledger"]), cfg["worker_id"])
+    rng = random.Random()
+    w = Worker(store, cfg["experiment"], worker_id=cfg["worker_id"], wait=True)
+    lo, hi = cfg["sleep_ms"]
+    for run in w:
+        with run:
+            for step in range(cfg["steps"]):
+                run.log({"loss": 1.0 / (step + 1)}, step=step)
+            time.sleep(rng.uniform(lo, hi) / 1000)
+            try:
+                run.complete({"steps": cfg["steps"]})
+            except RunAlreadyCompleted as e:  # (a zombie; `with run` would say nothing)
+                print(f"{run!r}: {e}", file=sys.stderr, flush=True)
+                raise
+    return {"stats": asdict(w.stats)}
+
+
+def compactor(cfg: dict[str, Any]) -> dict[str, Any]:
+    store = open_store(cfg["where"])
+    reports: list[dict[str, Any]] = []
+    errors: list[str] = []
+    stop, hold = Path(cfg["stop"]), Path(cfg["hold"])
+    while not stop.exists():
+        if hold.exists():  # a doomed compactor must win one commit, undisturbed
+            time.sleep(0.1)
+            continue
+        try:
+            reports.append(compact(store, cfg["experiment"]).to_dict())
+        except S3ExpError as e:  # e.g. Unavailable after all retries: try again later
+            errors.append(f"{type(e).__name__}: {e}")
+        time.sleep(cfg.get("interval", 1.0))
+    return {"committed": sum(r["committed"] for r in reports), "rounds": len(reports),
+            "lost_races": sum(r["lost_races"] for r in reports), "errors": errors}
+
+
+def doomed(cfg: dict[str, Any]) -> dict[str, Any]:
+    store = open_store(cfg["where"])
+    armed = Path(cfg["armed"])
+    go = Path(cfg["go"])
+    while not go.exists():  # started early, so that its start-up does not delay it later
+        time.sleep(0.05)
+
+    def hook(stage: str) -> None:
+        if stage == cfg["stage"]:
+            armed.touch()
+            time.sleep(3600)  # the parent SIGKILLs us here
+
+    deadline = time.monotonic() + cfg.get("give_up_s", 120)
+    while time.monotonic() < deadline:  # until there is something new to compact
+        try:
+            compact(store, cfg["experiment"], inject=hook)
+        except S3ExpError:
+            pass
+        time.sleep(0.2)
+    return {"gave_up": True}
+
+
+ROLES = {"worker": worker, "compactor": compactor, "doomed": doomed}
+
+
+def main(argv: list[str]) -> int:
+    role, cfg = argv[0], json.loads(argv[1])
+    report: dict[str, Any] = {"role": role, "pid": os.getpid()}
+    code = 0
+    try:
+        report.update(ROLES[role](cfg))
+    except BaseException as e:  # noqa: BLE001 - everything goes to the report
+        report["error"] = "".join(traceback.format_exception(e))
+        code = 1
+    Path(cfg["report"]).write_text(json.dumps(report))
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
