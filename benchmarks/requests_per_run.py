@@ -6,7 +6,7 @@
 Each worker process counts the HTTP requests its own store client sends (botocore's
 ``before-send`` event, retries included) and reports them at the end; the parent adds the
 submit and a final check.  Also printed: the dollar cost per 1,000 runs at S3 Standard
-request prices (PUT/LIST/DELETE $0.005 per 1,000, GET/HEAD $0.0004 per 1,000).
+request prices (PUT/LIST $0.005 per 1,000, GET/HEAD $0.0004 per 1,000, DELETE free).
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import s3exp
+from s3exp._costs import OTHER_PRICE_PER_1000, PRICE_PER_1000
 from s3exp._seaweed import SeaweedServer
 from s3exp._worker import Worker
 from s3exp.stores import FileStore, S3Store, Store
 
-PRICE_PER_1000 = {"PUT": 0.005, "LIST": 0.005, "DELETE": 0.005, "POST": 0.005,
-                  "GET": 0.0004, "HEAD": 0.0004}
 
 
 def _open(cfg: dict[str, Any]) -> Store:
@@ -100,7 +99,7 @@ def report(r: dict[str, Any]) -> str:
     dollars = 0.0
     for k in kinds:
         n = r["requests"][k]
-        dollars += n / 1000 * PRICE_PER_1000.get(k, 0.005)
+        dollars += n / 1000 * PRICE_PER_1000.get(k, OTHER_PRICE_PER_1000)
         lines.append(f"  {k:<8} {n:>8} {n / done:>8.2f}")
     total = sum(r["requests"].values())
     lines.append(f"  {'all':<8} {total:>8} {total / done:>8.2f}")

@@ -94,6 +94,9 @@ class Claimer:
         self._cursor: int | None = None
         self._won = 0
         self._in_flight = 0
+        # Runs claimed by everyone per second, from the last two LISTs (None before).
+        self._rate: float | None = None
+        self._claimed_seen: tuple[int, float] | None = None
         self._history: list[str] = []
         self._stale: list[str] = []
         self._lease_cache: dict[str, tuple[str, Lease]] = {}
@@ -138,6 +141,10 @@ class Claimer:
                 self._stale.append(slot.run_id)
             else:
                 self._in_flight += 1
+        claimed, now = len(self.slots) - len(self._free), self._listed_at
+        if self._claimed_seen is not None and now > self._claimed_seen[1] and claimed >= self._claimed_seen[0]:
+            self._rate = (claimed - self._claimed_seen[0]) / (now - self._claimed_seen[1])
+        self._claimed_seen = (claimed, now)
         self.losses = 0
         return listing
 
@@ -232,7 +239,11 @@ class Claimer:
         Simulated against picking at random among the first ``window`` slots (500 runs and
         4 workers; 2000 and 8): a third of the lost races and a quarter of the LISTs, with
         runs still started in about the same order."""
-        ahead = min(self._won * max(1, self._in_flight), max(0, len(self._free) - 1))
+        guess = self._won * max(1, self._in_flight)
+        if self._rate is not None:  # by the time since the LIST, when the rate is known
+            elapsed = self.clock.monotonic() - self._listed_at
+            guess = max(guess, int(self._rate * elapsed) - self._won)
+        ahead = min(guess, max(0, len(self._free) - 1))
         self._cursor = ahead + self.rng.randrange(self.window)
 
     def _read_lease(self, run_id: str) -> tuple[Lease, ObjectMeta] | None:

@@ -264,11 +264,16 @@ def compact(
     orphan_age: timedelta = ORPHAN_AGE,
     read_ahead: int = 8,
     inject: Callable[[str], None] | None = None,
+    housekeeping: bool = True,
 ) -> CompactionReport:
     """Compact newly finished runs of ``exp``; safe to run concurrently and to kill.
 
-    Staged shards of compacted runs older than ``retention`` are deleted; pending parts of
-    dead compactors older than ``orphan_age`` are collected.  ``inject(stage)`` is a test
+    With ``housekeeping`` (the default), staged shards of compacted runs older than
+    ``retention`` are deleted, pending parts of dead compactors older than ``orphan_age``
+    are collected, and the status rollup is rewritten.  Without it, a call that finds no
+    newly finished run stops after one GET of the manifest and one LIST of the runs: the
+    S3-event trigger fires on every shard upload, and must not list every shard each time.
+    ``inject(stage)`` is a test
     hook called at "parts-written" (parts are pending, the manifest is not committed),
     "committed" and "published"; raising from it, or killing the process there, is how
     the tests simulate a compactor that dies halfway.
@@ -288,9 +293,12 @@ def compact(
         # The runs are listed before the shards: a run's shards are all staged before its
         # result.json is written, so every run seen done here has all its shards listed.
         listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
-        staged = staged_shards(store, exp)
         new_done = sorted(rid for rid, objs in listing.runs.items()
                           if objs.result is not None and rid not in latest.runs)
+        if not new_done and not housekeeping:
+            report.seconds = time.monotonic() - started
+            return report
+        staged = staged_shards(store, exp)
         if not new_done:
             break
         committed = _compact_round(store, exp, spec, latest, new_done, staged, part_rows,

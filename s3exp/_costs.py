@@ -36,13 +36,14 @@ from s3exp._names import name_problem
 from s3exp.stores import Store
 
 __all__ = [
+    "COMPACTOR_ID",
     "KINDS",
+    "OTHER_PRICE_PER_1000",
     "PRICE_PER_1000",
     "CostMeter",
     "CostReport",
     "check_meter_id",
     "dollars",
-    "COMPACTOR_ID",
     "read_costs",
     "record_requests",
     "render_costs",
@@ -219,15 +220,15 @@ def read_costs(store: Store, exp: str, finished_runs: int) -> CostReport:
         total = _add(total, counts)
         meters.append({"id": str(raw.get("id", meta.key.rsplit("/", 1)[-1])),
                        "role": str(raw.get("role", "")), "requests": counts,
-                       "dollars": round(dollars(counts), 6),
+                       "dollars": dollars(counts),
                        "updated_at": raw.get("updated_at")})
     ordered = {k: total.get(k, 0) for k in KINDS}
     ordered.update({k: n for k, n in sorted(total.items()) if k not in ordered})
     per_run = ({k: round(n / finished_runs, 4) for k, n in ordered.items()}
                if finished_runs else None)
     cost = dollars(ordered)
-    return CostReport(exp, ordered, round(cost, 6), finished_runs, per_run,
-                      round(cost / finished_runs, 9) if finished_runs else None, meters)
+    return CostReport(exp, ordered, cost, finished_runs, per_run,
+                      cost / finished_runs if finished_runs else None, meters)
 
 
 def render_costs(report: CostReport) -> str:

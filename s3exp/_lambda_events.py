@@ -94,15 +94,27 @@ def parse_compact_event(event: Mapping[str, Any], store: Store) -> CompactReques
 
 
 def compact_for_request(store: Store, request: CompactRequest) -> CompactSummary:
-    """Compact each experiment the request names (all, for a schedule)."""
+    """Compact each experiment the request names (all, for a schedule).
+
+    Only the schedule does housekeeping (staging expiry, orphan collection, the status
+    rollup): S3 events arrive for every shard upload and most find nothing to do, which
+    then costs a GET of the spec and of the manifest and a LIST of the runs, not a LIST of
+    every shard.  Such a no-op is not added to the cost records either (that would double
+    its cost and make every event contend for one record); the schedule's and every
+    productive compaction's requests are.
+    """
     summary = CompactSummary(request.source, ignored_records=request.ignored_records)
+    schedule = request.experiments is None
     names = list_experiments(store) if request.experiments is None else request.experiments
     for name in names:
         before = store.requests.snapshot()
         try:
-            summary.compacted[name] = compact(store, name).to_dict()
+            report = compact(store, name, housekeeping=schedule)
         except NotFoundError as e:
             summary.skipped[name] = str(e)  # shards of an experiment that is not (or no longer) there
+            continue
+        summary.compacted[name] = report.to_dict()
+        if not schedule and not report.runs_compacted:
             continue
         try:
             record_requests(store, name, before)  # costs/<exp>/compactor.json

@@ -460,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "unfinished runs, to take over the runs of workers that die; exit once "
                         "every run is done or failed (default). --no-wait exits as soon as "
                         "nothing is claimable")
-    p.add_argument("--worker-id", help="name this worker in leases and results")
+    p.add_argument("--worker-id", help="name this worker in leases, results and its cost record "
+                   "costs/EXP/ID.json (letters, digits and _ . + @ : -; default: host-pid-random)")
     p.add_argument("--grace", type=_non_negative_float, default=10.0,
                    help="seconds between SIGTERM and SIGKILL when a child must stop")
 
@@ -501,7 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("compact", cmd_compact,
                 "Merge staged metric shards of finished runs into Hive-partitioned Parquet "
-                "under metrics/ and results/ (exactly once; safe to run concurrently).")
+                "under metrics/ and results/ (exactly once; safe to run concurrently). Its own "
+                "S3 requests are added to costs/EXP/compactor.json (see status --cost).")
     p.add_argument("experiments", nargs="*", metavar="EXP", help="default: every experiment")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 

@@ -123,8 +123,15 @@ def test_compact_handler_is_exactly_once_under_duplicate_and_late_events(
     assert first["compacted"]["exp+b"]["runs_compacted"] == 2
     assert counts(store) == (rows, 0, 7)
 
+    compact.STORE.requests.reset()
     again = compact.handler(several, None)  # a duplicate delivery
     assert all(r["runs_compacted"] == 0 and r["rows"] == 0 for r in again["compacted"].values())
+    # ...and cheap: no LIST of the shards and no write; per experiment a GET of the spec and
+    # of the manifest, a HEAD per part of the newest generation (here one metrics and one
+    # results part) and a LIST of the runs
+    spent = compact.STORE.requests.snapshot()
+    assert spent.get("PUT", 0) == 0 and spent.get("LIST", 0) == 2, spent
+    assert sum(spent.values()) <= 5 * 2, spent
     assert counts(store) == (rows, 0, 7)
 
     rows += run_some(store, "expA", 3) + run_some(store, "exp+b", 1)

@@ -10,8 +10,6 @@ import io
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -22,7 +20,9 @@ from s3exp import _keys
 from s3exp._agent import run_command
 from s3exp._errors import StoreError
 from s3exp._metrics_log import SHARD_SCHEMA, MetricBuffer, RunIdentity
-from s3exp.stores import Blob, FileStore, MemoryStore, ObjectMeta, Store
+from s3exp.stores import FileStore, MemoryStore, ObjectMeta, Store
+
+from ._delegating_store import DelegatingStore
 
 IDENT = RunIdentity("exp", "r1", 2, "iris", "SGD", "w1")
 
@@ -85,15 +85,13 @@ def test_log_after_close_raises_instead_of_dropping_rows() -> None:
         buf.log({"loss": 1.0})
 
 
-class AppliedButUnacknowledged(Store):
+class AppliedButUnacknowledged(DelegatingStore):
     """Wraps a store; the first ``failures`` shard uploads are applied and then reported
     as failed (a reply lost after the write landed, beyond the client's retries)."""
 
     def __init__(self, inner: Store, failures: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.failures = failures
-        self.url = inner.url
-        self.requests = inner.requests
 
     def put_if_absent(self, key: str, data: bytes) -> ObjectMeta:
         meta = self.inner.put_if_absent(key, data)
@@ -101,24 +99,6 @@ class AppliedButUnacknowledged(Store):
             self.failures -= 1
             raise StoreError(f"reply lost for {key}")
         return meta
-
-    def get(self, key: str) -> Blob:
-        return self.inner.get(key)
-
-    def head(self, key: str) -> ObjectMeta:
-        return self.inner.head(key)
-
-    def put_if_match(self, key: str, data: bytes, etag: str) -> ObjectMeta:
-        return self.inner.put_if_match(key, data, etag)
-
-    def delete_if_match(self, key: str, etag: str) -> None:
-        self.inner.delete_if_match(key, etag)
-
-    def list(self, prefix: str) -> Iterator[ObjectMeta]:
-        return self.inner.list(prefix)
-
-    def server_time(self) -> datetime:
-        return self.inner.server_time()
 
 
 def test_a_failed_upload_that_landed_loses_no_rows_logged_after_it() -> None:

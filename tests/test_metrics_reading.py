@@ -9,8 +9,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +19,11 @@ import pytest
 
 import s3exp
 from s3exp import _keys
-from s3exp.cli import main
 from s3exp._compaction import read_manifest
-from s3exp.stores import Blob, FileStore, ObjectMeta, Store
+from s3exp.cli import main
+from s3exp.stores import Blob, FileStore, Store
 
+from ._delegating_store import DelegatingStore
 from ._metrics_workers import values
 from .conftest import REPO
 
@@ -204,13 +203,13 @@ def test_results_and_query_cli_read_the_compacted_tables(tmp_path: Path,
         ["run_id,n,last"] + [f"{rid},{STEPS * 5},{STEPS - 1}" for rid in ids])
 
 
-class CompactsDuringTheRead(Store):
+class CompactsDuringTheRead(DelegatingStore):
     """Delegates to ``inner``; right after the view's first read of the manifest, a
     compactor commits (the race a reader meets when compaction runs on a schedule)."""
 
     def __init__(self, inner: Store, exp: str) -> None:
-        self.inner, self.exp, self.fired = inner, exp, False
-        self.url, self.requests = inner.url, inner.requests
+        super().__init__(inner)
+        self.exp, self.fired = exp, False
 
     def get(self, key: str) -> Blob:
         blob = self.inner.get(key)
@@ -218,24 +217,6 @@ class CompactsDuringTheRead(Store):
             self.fired = True
             assert s3exp.compact(self.inner, self.exp).committed
         return blob
-
-    def head(self, key: str) -> ObjectMeta:
-        return self.inner.head(key)
-
-    def put_if_absent(self, key: str, data: bytes) -> ObjectMeta:
-        return self.inner.put_if_absent(key, data)
-
-    def put_if_match(self, key: str, data: bytes, etag: str) -> ObjectMeta:
-        return self.inner.put_if_match(key, data, etag)
-
-    def delete_if_match(self, key: str, etag: str) -> None:
-        self.inner.delete_if_match(key, etag)
-
-    def list(self, prefix: str) -> Iterator[ObjectMeta]:
-        return self.inner.list(prefix)
-
-    def server_time(self) -> datetime:
-        return self.inner.server_time()
 
 
 @pytest.mark.parametrize("view", ["metrics", "results"])

@@ -128,18 +128,28 @@ class FileStore(Store):
     def put_if_absent(self, key: str, data: bytes) -> ObjectMeta:
         path = self._path(key)
         self.requests.add("PUT")
+        if os.path.lexists(path):
+            # It exists now, so a create fails now: no need to write and fsync a body
+            # first (a lost claim race is the common case).
+            raise AlreadyExists(f"{key!r} already exists", key)
         tmp = self._write_temp(data)
         try:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise StoreError(f"{key!r} collides with another key", key) from e
-            try:
                 os.link(tmp, path)
-            except FileExistsError:
-                raise AlreadyExists(f"{key!r} already exists", key) from None
+            except FileNotFoundError:
+                # The key's directory does not exist yet (making it first, every time, cost
+                # five mkdir calls per run).
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise StoreError(f"{key!r} collides with another key", key) from e
+                os.link(tmp, path)
             # The published inode is the temp file's: same ETag, mtime of the write.
             return _meta(key, os.stat(tmp))
+        except FileExistsError:
+            raise AlreadyExists(f"{key!r} already exists", key) from None
+        except NotADirectoryError as e:  # a file where one of the key's directories would be
+            raise StoreError(f"{key!r} collides with another key", key) from e
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -185,23 +195,35 @@ class FileStore(Store):
         head, _, _ = prefix.rpartition("/")
         base = self.root.joinpath(*head.split("/")) if head else self.root
         found: list[ObjectMeta] = []
-        for dirpath, dirnames, filenames in os.walk(base):
-            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
-            rel_dir = "" if rel_dir == "." else rel_dir + "/"
-            if not rel_dir:
-                dirnames[:] = [d for d in dirnames if d != _INTERNAL]
-            # Prune directories that cannot hold a matching key.
-            dirnames[:] = [
-                d for d in dirnames
-                if (rel_dir + d + "/").startswith(prefix) or prefix.startswith(rel_dir + d + "/")
-            ]
-            for name in filenames:
-                key = rel_dir + name
-                if key.startswith(prefix):
+        # A scandir walk that builds keys as it goes (os.walk plus relpath per directory
+        # cost three times as much CPU: a claimer's LIST of 2,000 runs took 50 ms).  As
+        # os.walk did: symlinked directories are not entered, and files are stat()ed.
+        stack = [(str(base), f"{head}/" if head else "")]
+        while stack:
+            dirpath, rel_dir = stack.pop()
+            try:
+                entries = os.scandir(dirpath)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed while we walked, or a file where a directory would be
+            with entries:
+                for entry in entries:
+                    key = rel_dir + entry.name
                     try:
-                        found.append(_meta(key, os.stat(os.path.join(dirpath, name))))
-                    except FileNotFoundError:
-                        pass  # deleted while we walked
+                        is_dir = entry.is_dir()
+                    except OSError:
+                        continue
+                    if is_dir:
+                        sub = key + "/"
+                        # Prune directories that cannot hold a matching key.
+                        if (not rel_dir and entry.name == _INTERNAL) or entry.is_symlink() or not (
+                                sub.startswith(prefix) or prefix.startswith(sub)):
+                            continue
+                        stack.append((entry.path, sub))
+                    elif key.startswith(prefix):
+                        try:
+                            found.append(_meta(key, entry.stat()))
+                        except FileNotFoundError:
+                            pass  # deleted while we walked
         found.sort(key=lambda m: m.key.encode())
         return iter(found)
 

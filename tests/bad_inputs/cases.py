@@ -191,6 +191,8 @@ CASES: list[Case] = [
          needles=("'testExp0\\nx'", "control character")),
     case("name/worker-escape-sequence", "worker", "a\x1b[2Jb", "--store", "{store}", "--", "true",
          needles=("'a\\x1b[2Jb'", "control character")),
+    case("name/worker-id-dotdot", "worker", "testExp0", "--worker-id", "../evil", "--store", "{store}",
+         "--", "true", needles="invalid worker id '../evil': contains a path separator"),
     case("name/status-over-128-bytes", "status", LONG, "--store", "{store}",
          needles="longer than 128 bytes"),
     case("name/status-dotdot-s3", "status", "../../etc", "--store", "{store}", store="s3",

@@ -30,16 +30,16 @@ import random
 import sys
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from s3exp import compact
 from s3exp._errors import RunAlreadyCompleted, S3ExpError
 from s3exp._worker import Worker
-from s3exp.stores import Blob, ObjectMeta, S3Store, Store
+from s3exp.stores import ObjectMeta, S3Store, Store
+
+from .._delegating_store import DelegatingStore
 
 
 def open_store(where: dict[str, str]) -> S3Store:
@@ -47,14 +47,12 @@ def open_store(where: dict[str, str]) -> S3Store:
                    path_style=True, credentials=(where["access_key"], where["secret_key"]))
 
 
-class LedgerStore(Store):
+class LedgerStore(DelegatingStore):
     """A store that records, in a per-process ledger file, every confirmed lease or
     result write: what the checker proves "no two attempts overlapped" from."""
 
     def __init__(self, inner: Store, ledger: Path, worker: str) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.requests = inner.requests
+        super().__init__(inner)
         self.worker = worker
         self._fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
@@ -80,24 +78,9 @@ class LedgerStore(Store):
         self._note(key, data, sent)
         return meta
 
-    def get(self, key: str) -> Blob:
-        return self.inner.get(key)
-
-    def head(self, key: str) -> ObjectMeta:
-        return self.inner.head(key)
-
-    def delete_if_match(self, key: str, etag: str) -> None:
-        self.inner.delete_if_match(key, etag)
-
-    def list(self, prefix: str) -> Iterator[ObjectMeta]:
-        return self.inner.list(prefix)
-
-    def server_time(self) -> datetime:
-        return self.inner.server_time()
-
     def close(self) -> None:
         os.close(self._fd)
-        self.inner.close()
+        super().close()
 
 
 def worker(cfg: dict[str, Any]) -> dict[str, Any]:
