@@ -78,7 +78,7 @@ def stage(root: Path, runs: int, rows_per_run: int, shard_rows: int) -> dict[str
                                                 first // len(NAMES), n, rng))
                 shards += 1
             run.complete({"loss": float(rng.random())})
-    staged_bytes = sum(m.size for m in store.list("staging/"))
+    staged_bytes = sum(m.size for m in store.list(_keys.STAGING))
     return {"rows": runs * rows_per_run, "shards": shards, "staged_mb": staged_bytes / 2**20,
             "stage_s": time.perf_counter() - t0}
 

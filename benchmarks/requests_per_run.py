@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import s3exp
+from s3exp import _keys
 from s3exp._costs import OTHER_PRICE_PER_1000, PRICE_PER_1000
 from s3exp._seaweed import SeaweedServer
 from s3exp._worker import Worker
@@ -79,7 +80,7 @@ def bench(kind: str, runs: int, workers: int, sleep_ms: float) -> dict[str, Any]
             wall = time.perf_counter() - t0
             for p in procs:
                 p.join()
-            done = sum(1 for m in store.list(f"runs/bench/") if m.key.endswith("/result.json"))
+            done = sum(1 for m in store.list(_keys.runs_prefix("bench")) if m.key.endswith("/result.json"))
         finally:
             if server is not None:
                 server.stop()

@@ -226,9 +226,26 @@ class Run:
         cancelled, as the heartbeat found; cheap, no request.  Code that spends long in
         one C call can call it between calls."""
         if self._lost.is_set():
+            self._disarm_async()
             raise LeaseLost(self.experiment, self.run_id, self.attempt)
         if self._cancelled.is_set():
+            self._disarm_async()
             raise self._cancel_error()
+
+    def _disarm_async(self) -> None:
+        """In the thread that entered ``with run:``, before it raises LeaseLost or
+        Interrupted itself: cancel the asynchronous copy the heartbeat may have sent and
+        not yet delivered, and let it send no more.  Otherwise the same news would arrive
+        twice, the second time at any bytecode of ``__exit__``, outside the user's
+        ``with`` (seen in the chaos suite: a zombie's ``complete()`` raised LeaseLost, and
+        the heartbeat's copy then escaped the worker loop)."""
+        with self._lock:
+            if self._owner != threading.get_ident():
+                return
+            self._async_stop = False
+            if self._async_sent:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._owner),
+                                                           ctypes.c_void_p(0))
 
     def _cancel_error(self) -> Interrupted:
         cancelled = Interrupted(0)
@@ -253,6 +270,7 @@ class Run:
                                                  new.to_bytes(), self._meta.etag)
         except Conflict:
             self._lost.set()
+            self._disarm_async()  # a no-op in the heartbeat thread
             raise LeaseLost(self.experiment, self.run_id, self.attempt) from None
         self.lease = new
         self._renewed_mono = sent
@@ -303,6 +321,7 @@ class Run:
         no other worker can have judged the lease stale yet.  (A cancel that arrives now
         does not stop a run whose work is done.)"""
         if self._lost.is_set():
+            self._disarm_async()
             raise LeaseLost(self.experiment, self.run_id, self.attempt)
         if self._seconds_since_renewal() > _FRESH_FRACTION * self.lease.ttl:
             self._write_lease(self.lease.renewed())
