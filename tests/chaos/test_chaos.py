@@ -76,7 +76,7 @@ class Size:
 # 60% done (where the forced kills fall) spans several progress counts on a fast machine.
 SHORT = Size("short", runs=120, workers=4, steps=5, compactors=1, kill_every=(2.0, 4.0),
              sleep_ms=(60, 140), deadline=150.0)
-FULL = Size("full", runs=500, workers=8, steps=10, compactors=2, deadline=900.0)
+FULL = Size("full", runs=500, workers=8, steps=10, compactors=2, sleep_ms=(20, 80), deadline=900.0)
 
 
 def chosen_size() -> Size:
