@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from s3exp._errors import ConfigError, S3ExpError
 from s3exp._expansion import expand
@@ -27,6 +27,8 @@ from s3exp.stores import Store, open_store
 __all__ = ["main"]
 
 DEFAULT_STORE = "./s3exp-store"
+
+T = TypeVar("T")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,34 +60,28 @@ def _endpoint_url(args: argparse.Namespace) -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _checked(parse: Callable[[str], T], unparsable: str, ok: Callable[[T], bool],
+             out_of_range: str) -> Callable[[str], T]:
+    """An argparse ``type``: ``parse`` the text, then require ``ok``; the messages get
+    ``{text}`` and ``{value}``."""
+    def convert(text: str) -> T:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(unparsable.format(text=text)) from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(out_of_range.format(text=text, value=value))
+        return value
+    return convert
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
-    return value
+_positive_int = _checked(int, "invalid int value: {text!r}", lambda v: v >= 1,
+                         "must be at least 1, not {value}")
+_port = _checked(int, "invalid port: {text!r}", lambda v: 0 <= v <= 65535,
+                 "a port is 0 to 65535, not {value}")
+_non_negative_float = _checked(float, "invalid number: {text!r}",
+                               lambda v: v >= 0 and v != float("inf"),
+                               "must be a finite number >= 0, not {text}")
 
 
 def _add_store_options(p: argparse.ArgumentParser) -> None:

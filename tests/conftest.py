@@ -92,6 +92,22 @@ def moto_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeS3Store]:
             store.close()
 
 
+def shared_target(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+                  prefix: str = "lab") -> tuple[dict[str, str], Store]:
+    """A place that spawned child processes can open too: (where-for-children, a
+    parent-side store on it).  ``kind`` is "file" or "seaweed"; ``where`` is
+    {"kind": "file", "root"} or {"kind": "s3", "endpoint", "bucket", "prefix",
+    "access_key", "secret_key"}, plain strings so that it pickles and serialises."""
+    if kind == "file":
+        root = tmp_path / "store"
+        return {"kind": "file", "root": str(root)}, FileStore(root)
+    server: SeaweedServer = request.getfixturevalue("seaweed")
+    store = request.getfixturevalue("seaweed_bucket")(prefix)
+    return ({"kind": "s3", "endpoint": server.endpoint_url, "bucket": store.bucket,
+             "prefix": prefix, "access_key": server.credentials.access_key,
+             "secret_key": server.credentials.secret_key}, store)
+
+
 # The contract suite's backends.  S3 backends use a non-empty prefix (a nested one on
 # SeaweedFS) so that the prefix handling is exercised by every contract test.
 # moto passes the whole contract today; if a moto release cannot do something, mark that

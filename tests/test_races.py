@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 
-from s3exp._seaweed import SeaweedServer
-from s3exp.stores import FileStore, Store
+from s3exp.stores import Store
 
 from . import _race_workers
-from .conftest import MakeS3Store
+from .conftest import shared_target
 
 PROCESSES = 16
 RESULT_TIMEOUT = 180.0
@@ -59,16 +58,8 @@ def run_processes(target: Callable[..., None], args: tuple[Any, ...]) -> list[An
 @pytest.fixture(params=["file", pytest.param("seaweed", marks=pytest.mark.seaweed)])
 def race_target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str], Store]:
     """(backend, where-for-children, a parent-side store on the same place)."""
-    if request.param == "file":
-        root = tmp_path / "store"
-        return "file", {"kind": "file", "root": str(root)}, FileStore(root)
-    server: SeaweedServer = request.getfixturevalue("seaweed")
-    make: MakeS3Store = request.getfixturevalue("seaweed_bucket")
-    store = make("races")
-    where = {"kind": "s3", "endpoint": server.endpoint_url, "bucket": store.bucket,
-             "prefix": "races", "access_key": server.credentials.access_key,
-             "secret_key": server.credentials.secret_key}
-    return "seaweed", where, store
+    where, store = shared_target(request.param, request, tmp_path, prefix="races")
+    return request.param, where, store
 
 
 def test_create_only_has_exactly_one_winner_per_key(race_target: tuple[str, dict[str, str], Store]) -> None:

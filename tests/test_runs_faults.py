@@ -28,7 +28,7 @@ from s3exp._leases import Lease
 from s3exp.stores import Store
 
 from . import _run_workers as rw
-from .conftest import MakeS3Store
+from .conftest import shared_target
 
 EXP = "faults"
 SHORT_TTL = 2.0
@@ -38,15 +38,7 @@ SETTLE = 30.0  # anything else that should happen "soon"
 
 
 def _where(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[rw.Where, Store]:
-    if kind == "file":
-        root = tmp_path / "store"
-        return {"kind": "file", "root": str(root)}, s3exp.FileStore(root)
-    server = request.getfixturevalue("seaweed")
-    make: MakeS3Store = request.getfixturevalue("seaweed_bucket")
-    store = make("lab")
-    return ({"kind": "s3", "endpoint": server.endpoint_url, "bucket": store.bucket, "prefix": "lab",
-             "access_key": server.credentials.access_key,
-             "secret_key": server.credentials.secret_key}, store)
+    return shared_target(kind, request, tmp_path)
 
 
 @pytest.fixture

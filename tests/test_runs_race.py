@@ -22,7 +22,7 @@ from s3exp._expansion import expand
 from s3exp.stores import Store
 
 from . import _run_workers as rw
-from .conftest import MakeS3Store
+from .conftest import shared_target
 
 WORKERS = 16
 RUNS = 400
@@ -33,15 +33,7 @@ EXP = "race"
 @pytest.fixture(params=["file", pytest.param("seaweed", marks=pytest.mark.seaweed)])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[rw.Where, Store]:
     """(where-for-children, a parent-side store on the same place)."""
-    if request.param == "file":
-        root = tmp_path / "store"
-        return {"kind": "file", "root": str(root)}, s3exp.FileStore(root)
-    server = request.getfixturevalue("seaweed")
-    make: MakeS3Store = request.getfixturevalue("seaweed_bucket")
-    store = make("lab")
-    return ({"kind": "s3", "endpoint": server.endpoint_url, "bucket": store.bucket, "prefix": "lab",
-             "access_key": server.credentials.access_key,
-             "secret_key": server.credentials.secret_key}, store)
+    return shared_target(request.param, request, tmp_path)
 
 
 def test_16_workers_drain_400_runs_each_exactly_once(target: tuple[rw.Where, Store],

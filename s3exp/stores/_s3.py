@@ -238,14 +238,7 @@ class S3Store(Store):
         with self._clock_lock:
             anchor = self._clock_anchor
         if anchor is None or time.monotonic() - anchor[1] > 60:
-            if self.prefix:
-                # Any reply carries Date.  A LIST of our own prefix, not HeadBucket: the
-                # least-privilege policies (s3exp infra policy) grant s3:ListBucket only
-                # under an s3:prefix condition, which a HeadBucket never satisfies.
-                self._call(lambda: self._client.list_objects_v2(
-                    Bucket=self.bucket, Prefix=f"{self.prefix}/", MaxKeys=1), None)
-            else:
-                self._call(lambda: self._client.head_bucket(Bucket=self.bucket), None)
+            self._probe_bucket()  # any reply carries Date
             with self._clock_lock:
                 anchor = self._clock_anchor
             if anchor is None:
@@ -366,14 +359,21 @@ class S3Store(Store):
         r = self._call(lambda: self._client.head_object(Bucket=self.bucket, Key=full), key)
         return ObjectMeta(key, r["ETag"], int(r["ContentLength"]), r["LastModified"].astimezone(UTC))
 
+    def _probe_bucket(self) -> None:
+        """The cheapest request that needs the bucket: a one-key LIST of our own prefix,
+        or HeadBucket at the bucket's root.  Not HeadBucket under a prefix: the
+        least-privilege policies (s3exp infra policy) grant s3:ListBucket only under an
+        s3:prefix condition, which a HeadBucket never satisfies."""
+        if self.prefix:
+            self._call(lambda: self._client.list_objects_v2(
+                Bucket=self.bucket, Prefix=f"{self.prefix}/", MaxKeys=1), None)
+        else:
+            self._call(lambda: self._client.head_bucket(Bucket=self.bucket), None)
+
     def _check_bucket(self) -> None:
         """Raise ConfigError if the bucket does not exist (see ``_bucket_seen``)."""
         try:
-            if self.prefix:  # a LIST of our prefix, as in server_time (least-privilege roles)
-                self._call(lambda: self._client.list_objects_v2(
-                    Bucket=self.bucket, Prefix=f"{self.prefix}/", MaxKeys=1), None)
-            else:
-                self._call(lambda: self._client.head_bucket(Bucket=self.bucket), None)
+            self._probe_bucket()
         except ObjectNotFound:  # HEAD replies have no body, so no NoSuchBucket code
             raise ConfigError(f"bucket {self.bucket!r} does not exist at {self.endpoint}") from None
 
