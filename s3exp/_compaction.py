@@ -33,8 +33,9 @@ commit.  Two guards make that so: a compactor gives up (deletes its parts, commi
 nothing) if more than ``orphan_age / 2`` has passed since it wrote its first part, and the
 collector judges age on the store's clock against a manifest it read moments before.
 
-Memory is bounded by one output part (``part_rows`` rows, decoded with dictionary-encoded
-strings) plus ``read_ahead`` shards being fetched, whatever the size of the experiment.
+Memory is bounded by two row groups of decoded rows (``ROW_GROUP_ROWS``), one part's
+encoded bytes (``part_rows`` rows) and ``read_ahead`` shards being fetched, whatever the
+size of the experiment.
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - registers the compute kernels that the Parquet writer
 #   uses; pyarrow >= 21 does so only on this import, and a writer thread that gets
@@ -78,6 +81,14 @@ PART_SCHEMA = pa.schema([
     pa.field(f.name, pa.dictionary(pa.int32(), f.type) if f.name in _DICT_COLUMNS else f.type)
     for f in METRICS_SCHEMA
 ])
+# Parts are written in row groups of this many rows (a few MB: large enough for Athena's
+# and DuckDB's scans, small enough that encoding one overlaps reading the next).
+ROW_GROUP_ROWS = 256 * 1024
+# Snappy: Athena's default codec, and about twice as fast to write as zstd for parts of
+# this shape, at 7% more bytes (benchmarks/RESULTS.md).
+_CODEC = "snappy"
+# What compaction decodes from a shard; the rest of a row is its owner's (see decode_rows).
+ROW_SCHEMA = pa.schema([PART_SCHEMA.field(n) for n in ("step", "name", "value", "ts")])
 
 
 @dataclass(slots=True)
@@ -143,70 +154,158 @@ def staged_shards(store: Store, exp: str) -> dict[str, dict[int, list[ObjectMeta
     return out
 
 
-def decode_shard(data: bytes) -> pa.Table:
-    """A staged shard's rows in the compacted layout (``PART_SCHEMA``)."""
-    f = pq.ParquetFile(pa.BufferReader(data), read_dictionary=list(_DICT_COLUMNS))
-    table = f.read(columns=PART_SCHEMA.names, use_threads=False)
-    return table if table.schema.equals(PART_SCHEMA) else table.cast(PART_SCHEMA)
+def decode_rows(data: bytes) -> pa.Table:
+    """A staged shard's per-row columns (``ROW_SCHEMA``: step, name, value, ts).
+
+    The identity columns are not decoded: a shard is written by the one ``MetricBuffer``
+    of one attempt, so within a shard they are constant, and compaction takes them from
+    the shard's key (run, attempt) and the run's ``result.json`` (dataset, model, worker),
+    which that attempt wrote from the same lease.  Reading four columns instead of nine
+    halves the per-shard cost, which dominates for runs of a few thousand rows.
+    """
+    f = pq.ParquetFile(pa.BufferReader(data), read_dictionary=["name"])
+    table = f.read(columns=ROW_SCHEMA.names, use_threads=False)
+    return table if table.schema.equals(ROW_SCHEMA) else table.cast(ROW_SCHEMA)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardOwner:
+    """The identity columns of every row of a run's winning attempt."""
+
+    run_id: str
+    attempt: int
+    dataset: str | None
+    model: str | None
+    worker: str | None
+
+    @classmethod
+    def of(cls, run_id: str, record: dict[str, Any]) -> ShardOwner:
+        """The owner of the shards of ``run_id``'s attempt that wrote ``record``."""
+        return cls(run_id, int(record["attempt"]), record.get("dataset"), record.get("model"),
+                   record.get("worker"))
+
+
+Pieces = list[tuple[ShardOwner, pa.Table]]  # decoded shards (or slices) and their owners
+
+
+def _coded(values: list[str | None], counts: np.ndarray) -> pa.DictionaryArray:
+    """A dictionary column holding ``values[i]`` ``counts[i]`` times (``None``: nulls)."""
+    codes: dict[str, int] = {}
+    per_piece = np.fromiter((-1 if v is None else codes.setdefault(v, len(codes))
+                             for v in values), np.int32, len(values))
+    indices = np.repeat(per_piece, counts)
+    missing = indices < 0 if (per_piece < 0).any() else None
+    if missing is not None:
+        indices[missing] = 0
+    return pa.DictionaryArray.from_arrays(pa.array(indices, mask=missing),
+                                          pa.array(list(codes), pa.string()), safe=False)
+
+
+def assemble_group(pieces: Pieces) -> pa.Table:
+    """One row group of a part (``PART_SCHEMA``, one chunk per column) from decoded shards
+    and their owners: the per-row columns concatenated, the identity columns built as
+    dictionary indices repeated per piece, with no per-row Python work."""
+    counts = np.array([t.num_rows for _, t in pieces], np.int64)
+    owners = [o for o, _ in pieces]
+    rows = pa.concat_tables([t for _, t in pieces]).combine_chunks()
+    columns = {
+        "run_id": _coded([o.run_id for o in owners], counts),
+        "attempt": pa.array(np.repeat(np.array([o.attempt for o in owners], np.int32), counts)),
+        "dataset": _coded([o.dataset for o in owners], counts),
+        "model": _coded([o.model for o in owners], counts),
+        "worker": _coded([o.worker for o in owners], counts),
+    }
+    return pa.Table.from_arrays(
+        [columns[n] if n in columns else rows.column(n) for n in PART_SCHEMA.names],
+        schema=PART_SCHEMA)
 
 
 def fetch_ordered(store: Store, keys: Iterable[str], decode: Callable[[bytes], Any], *,
-                  read_ahead: int = 8) -> Iterator[Any]:
-    """GET and decode ``keys`` with up to ``read_ahead`` in flight; yield in key order.
+                  read_ahead: int | None = None) -> Iterator[Any]:
+    """GET ``keys`` with up to ``read_ahead`` (default: ``store.parallel_gets``) in flight;
+    yield each decoded, in key order.
 
     On S3 a GET is a round trip of tens of milliseconds: fetching one at a time would make
-    compaction latency-bound.  The window bounds memory to ``read_ahead`` objects.
+    compaction latency-bound.  The window bounds memory to ``read_ahead`` objects.  Only
+    the GETs run in the pool; ``decode`` runs in the caller's thread.  Decoding is mostly
+    Python-level set-up per object (a Parquet footer, a JSON body), and eight threads
+    contending for the GIL over it were 1.6x slower than one (benchmarks/RESULTS.md);
+    for the same reason a local store is read by the caller alone.
     """
+    if read_ahead is None:
+        read_ahead = store.parallel_gets
     if read_ahead <= 1:
         for key in keys:
             yield decode(store.get(key).data)
         return
 
-    def one(key: str) -> Any:
-        return decode(store.get(key).data)
+    def one(key: str) -> bytes:
+        return store.get(key).data
 
     with ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="s3exp-fetch") as pool:
-        window: deque[Future[Any]] = deque()
+        window: deque[Future[bytes]] = deque()
         try:
             for key in keys:
                 window.append(pool.submit(one, key))
                 if len(window) >= read_ahead:
-                    yield window.popleft().result()
+                    yield decode(window.popleft().result())
             while window:
-                yield window.popleft().result()
+                yield decode(window.popleft().result())
         finally:
             for fut in window:
                 fut.cancel()
 
 
-def parquet_bytes(table: pa.Table, row_group_size: int = 256 * 1024) -> bytes:
-    """A part's bytes.  The Arrow schema is not stored, so readers see plain ``string``
-    columns (the Parquet data is dictionary-encoded either way)."""
+def parquet_bytes(table: pa.Table, row_group_size: int = ROW_GROUP_ROWS) -> bytes:
+    """A table's bytes as a part.  The Arrow schema is not stored, so readers see plain
+    ``string`` columns (the Parquet data is dictionary-encoded either way)."""
     sink = io.BytesIO()
-    # One chunk with one dictionary per column: the writer is 3x slower on a part made of
-    # a thousand small shards, each chunk with its own dictionaries.
-    table = table.combine_chunks()
-    pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size,
-                   use_dictionary=list(_DICT_COLUMNS), store_schema=False)
+    pq.write_table(table.combine_chunks(), sink, compression=_CODEC,
+                   row_group_size=row_group_size, use_dictionary=list(_DICT_COLUMNS),
+                   store_schema=False)
     return sink.getvalue()
 
 
-def _parts_of(tables: Iterator[pa.Table], part_rows: int) -> Iterator[pa.Table]:
-    """Regroup a stream of tables into tables of exactly ``part_rows`` rows (the last one
-    fewer), holding at most one part's worth at a time."""
-    batch: list[pa.Table] = []
-    rows = 0
-    for t in tables:
+def _row_groups(pieces: Iterable[tuple[ShardOwner, pa.Table]], part_rows: int,
+                group_rows: int) -> Iterator[tuple[int, Pieces, int]]:
+    """Regroup a stream of (owner, rows) pieces into row groups: (part number, the pieces
+    of one row group, their row count).  Parts have exactly ``part_rows`` rows (the last
+    one fewer), cut into row groups of at most ``group_rows``.  At most one row group's
+    worth is held at a time."""
+    batch: Pieces = []
+    rows = part = in_part = 0
+    for owner, t in pieces:
         while t.num_rows:
-            take = min(part_rows - rows, t.num_rows)
-            batch.append(t.slice(0, take))
+            take = min(group_rows - rows, part_rows - in_part - rows, t.num_rows)
+            batch.append((owner, t if take == t.num_rows else t.slice(0, take)))
             rows += take
             t = t.slice(take)
-            if rows == part_rows:
-                yield pa.concat_tables(batch)
+            if rows == group_rows or in_part + rows == part_rows:
+                yield part, batch, rows
+                in_part += rows
                 batch, rows = [], 0
+                if in_part == part_rows:
+                    part, in_part = part + 1, 0
     if rows:
-        yield pa.concat_tables(batch)
+        yield part, batch, rows
+
+
+class _PartEncoder:
+    """One metrics part, assembled and encoded a row group at a time as groups arrive."""
+
+    def __init__(self) -> None:
+        self._sink = io.BytesIO()
+        self._writer = pq.ParquetWriter(self._sink, PART_SCHEMA, compression=_CODEC,
+                                        use_dictionary=list(_DICT_COLUMNS), store_schema=False)
+        self.rows = 0
+
+    def add(self, pieces: Pieces) -> None:
+        group = assemble_group(pieces)
+        self._writer.write_table(group, row_group_size=group.num_rows)
+
+    def finish(self) -> bytes:
+        self._writer.close()
+        return self._sink.getvalue()
 
 
 def _publish(store: Store, manifest: Manifest, report: CompactionReport) -> None:
@@ -262,7 +361,7 @@ def compact(
     part_rows: int = 1_000_000,
     retention: timedelta = timedelta(days=7),
     orphan_age: timedelta = ORPHAN_AGE,
-    read_ahead: int = 8,
+    read_ahead: int | None = None,
     inject: Callable[[str], None] | None = None,
     housekeeping: bool = True,
 ) -> CompactionReport:
@@ -312,24 +411,35 @@ def compact(
     assert first is not None and latest is not None
     report.orphans_deleted = collect_orphans(store, exp, orphan_age, latest)
     _expire_staging(store, exp, set(first.runs), staged, retention, report)
-    write_status_rollup(store, exp)
+    write_status_rollup(store, exp, spec=spec, listing=listing)
     report.seconds = time.monotonic() - started
     return report
 
 
 def _compact_round(store: Store, exp: str, spec: Any, manifest: Manifest, new_done: list[str],
                    staged: dict[str, dict[int, list[ObjectMeta]]], part_rows: int,
-                   orphan_age: timedelta, read_ahead: int,
+                   orphan_age: timedelta, read_ahead: int | None,
                    inject: Callable[[str], None] | None,
                    report: CompactionReport) -> Manifest | None:
     """One attempt at the next generation: the committed manifest, or None if another
     compactor committed first (our parts are then deleted)."""
-    records = dict(zip(new_done, fetch_ordered(
-        store, [_keys.result(exp, rid) for rid in new_done], json.loads,
-        read_ahead=read_ahead), strict=True))
-    winners = {rid: int(records[rid]["attempt"]) for rid in new_done}
-    shard_keys = [m.key for rid in new_done
-                  for m in sorted(staged.get(rid, {}).get(winners[rid], []), key=lambda m: m.key)]
+    # The result bodies are streamed into the results table as they arrive; of each, only
+    # its row and its owner are kept (thousands of parsed bodies would be most of the
+    # memory of a large compaction).
+    owners: dict[str, ShardOwner] = {}
+
+    def bodies() -> Iterator[dict[str, Any]]:
+        keys = [_keys.result(exp, rid) for rid in new_done]
+        for rid, body in zip(new_done, fetch_ordered(store, keys, json.loads,
+                                                     read_ahead=read_ahead), strict=True):
+            owners[rid] = ShardOwner.of(rid, body)
+            yield body
+
+    results = results_table(spec, bodies())
+    winners = {rid: owner.attempt for rid, owner in owners.items()}
+    owned = [(owners[rid], m.key) for rid in new_done
+             for m in sorted(staged.get(rid, {}).get(winners[rid], []), key=lambda m: m.key)]
+    shard_keys = [key for _, key in owned]
 
     generation = manifest.generation + 1
     token = uuid.uuid4().hex[:12]
@@ -337,31 +447,48 @@ def _compact_round(store: Store, exp: str, spec: Any, manifest: Manifest, new_do
     first_write: float | None = None
     rows = 0
 
-    # One part is encoded and uploaded in the background while the next is assembled:
-    # at most two parts are in memory, and reading and writing overlap.
+    # The main thread GETs and decodes shards; one background thread assembles each row
+    # group, encodes it into the current part and uploads the part when it is full.  So
+    # reading and writing overlap, and at most two row groups' worth of decoded shards
+    # plus one part's encoded bytes are in memory.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3exp-part-writer")
     in_flight: Future[Any] | None = None
 
-    def write(table_name: str, table: pa.Table) -> None:
-        nonlocal first_write, in_flight
+    def submit(fn: Callable[[], Any]) -> None:
+        nonlocal in_flight
+        if in_flight is not None:
+            in_flight.result()
+        in_flight = writer.submit(fn)
+
+    def upload(table_name: str, body: Callable[[], bytes], nrows: int) -> None:
+        nonlocal first_write
         n = len(parts)
         pending = _keys.pending_part(exp, token, n)
         if first_write is None:
             first_write = time.monotonic()
-        if in_flight is not None:
-            in_flight.result()
-        in_flight = writer.submit(lambda: store.put_if_absent(pending, parquet_bytes(table)))
-        parts.append({"table": table_name, "generation": generation, "rows": table.num_rows,
+        submit(lambda: store.put_if_absent(pending, body()))
+        parts.append({"table": table_name, "generation": generation, "rows": nrows,
                       "key": _keys.table_part(table_name, exp, generation, token, n),
                       "pending": pending})
 
     try:
         try:
-            shards = fetch_ordered(store, shard_keys, decode_shard, read_ahead=read_ahead)
-            for part in _parts_of(shards, part_rows):
-                rows += part.num_rows
-                write("metrics", part)
-            write("results", results_table(spec, [records[rid] for rid in new_done]))
+            shards = fetch_ordered(store, shard_keys, decode_rows, read_ahead=read_ahead)
+            pieces = zip((owner for owner, _ in owned), shards, strict=True)
+            encoder: _PartEncoder | None = None
+            encoder_part = -1
+            for part_no, group, group_rows in _row_groups(pieces, part_rows, ROW_GROUP_ROWS):
+                if part_no != encoder_part:
+                    if encoder is not None:
+                        upload("metrics", encoder.finish, encoder.rows)
+                    encoder, encoder_part = _PartEncoder(), part_no
+                assert encoder is not None
+                encoder.rows += group_rows
+                rows += group_rows
+                submit(partial(encoder.add, group))
+            if encoder is not None:
+                upload("metrics", encoder.finish, encoder.rows)
+            upload("results", lambda: parquet_bytes(results), results.num_rows)
             assert in_flight is not None
             in_flight.result()
         finally:

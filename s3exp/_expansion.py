@@ -119,12 +119,14 @@ def _width(n: int) -> int:
     return max(2, len(str(max(n - 1, 0))))
 
 
-def expand(spec: ExperimentSpec) -> list[RunSlot]:
-    """All run slots of ``spec``, in claim order.  Pure and deterministic."""
-    return list(iter_slots(spec))
+def expand(spec: ExperimentSpec, *, params: bool = True) -> list[RunSlot]:
+    """All run slots of ``spec``, in claim order.  Pure and deterministic.  With
+    ``params=False`` the sampled parameters are left out (``{}``): sampling is most of
+    the cost, and a status count needs only ids, datasets and model groups."""
+    return list(iter_slots(spec, params=params))
 
 
-def iter_slots(spec: ExperimentSpec) -> Iterator[RunSlot]:
+def iter_slots(spec: ExperimentSpec, *, params: bool = True) -> Iterator[RunSlot]:
     space_hash = spec.space_hash
     cells = [(cell, _grid_points(spec, cell.space)) for cell in _cells(spec)]
     rep_w = _width(spec.runs_per_pair)
@@ -142,9 +144,11 @@ def iter_slots(spec: ExperimentSpec) -> Iterator[RunSlot]:
                 if run_id in seen:  # names cannot contain "__", so this is a safety net
                     raise SpecError("definition", f"two runs would share the id {run_id!r}")
                 seen.add(run_id)
-                rng = _rng(space_hash, run_id)
-                params = {name: point[name] if name in point else cell.space[name].sample(rng)
-                          for name in sorted(cell.space)}
+                values: dict[str, Any] = {}
+                if params:
+                    rng = _rng(space_hash, run_id)
+                    values = {name: point[name] if name in point else cell.space[name].sample(rng)
+                              for name in sorted(cell.space)}
                 yield RunSlot(index, run_id, cell.dataset, cell.model, cell.model_group, gi,
-                              replicate, params)
+                              replicate, values)
                 index += 1

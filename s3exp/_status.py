@@ -15,7 +15,7 @@ from typing import Any
 from s3exp import _keys
 from s3exp._claims import read_control
 from s3exp._errors import AlreadyExists, Conflict, NotFoundError, ObjectNotFound
-from s3exp._expansion import expand
+from s3exp._expansion import RunSlot, expand
 from s3exp._experiments import load_experiment
 from s3exp._leases import Lease, RunListing, is_stale, parse_listing
 from s3exp._specs import ExperimentSpec
@@ -61,13 +61,17 @@ class ExperimentStatus:
         return asdict(self)
 
 
-def run_states(store: Store, spec: ExperimentSpec) -> tuple[dict[str, str], dict[str, Lease], RunListing]:
-    """Every run's state, the lease bodies that were read, and the listing."""
+def run_states(store: Store, spec: ExperimentSpec, listing: RunListing | None = None,
+               slots: list[RunSlot] | None = None,
+               ) -> tuple[dict[str, str], dict[str, Lease], RunListing]:
+    """Every run's state, the lease bodies that were read, and the listing (``listing``
+    and ``slots``, when the caller has them: a fresh LIST of the runs, and the expansion)."""
     exp = spec.name
-    listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
+    if listing is None:
+        listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
     states: dict[str, str] = {}
     leases: dict[str, Lease] = {}
-    for slot in expand(spec):
+    for slot in slots if slots is not None else expand(spec, params=False):
         objs = listing.get(slot.run_id)
         if objs.result is not None:
             states[slot.run_id] = "done"
@@ -85,15 +89,21 @@ def run_states(store: Store, spec: ExperimentSpec) -> tuple[dict[str, str], dict
 
 
 def experiment_status(store: Store, exp: str, *, last_errors: int = 5) -> ExperimentStatus:
-    spec = load_experiment(store, exp)
+    return _status(store, load_experiment(store, exp), None, last_errors)
+
+
+def _status(store: Store, spec: ExperimentSpec, fresh: RunListing | None,
+            last_errors: int) -> ExperimentStatus:
+    exp = spec.name
     control, _ = read_control(store, exp)
-    states, leases, listing = run_states(store, spec)
+    slots = expand(spec, params=False)
+    states, leases, listing = run_states(store, spec, fresh, slots)
     now: datetime = listing.server_now
     pairs: dict[tuple[str | None, str | None], PairStatus] = {}
     counts = dict.fromkeys(STATES, 0)
     workers: list[dict[str, Any]] = []
     stale: list[dict[str, Any]] = []
-    for slot in expand(spec):
+    for slot in slots:
         state = states[slot.run_id]
         pair = pairs.setdefault((slot.dataset, slot.model_group), PairStatus(slot.dataset, slot.model_group))
         pair.counts[state] += 1
@@ -180,10 +190,12 @@ def render_status(st: ExperimentStatus) -> str:
     return "\n".join(lines)
 
 
-def write_status_rollup(store: Store, exp: str) -> ExperimentStatus:
+def write_status_rollup(store: Store, exp: str, *, spec: ExperimentSpec | None = None,
+                        listing: RunListing | None = None) -> ExperimentStatus:
     """Store the current status as ``status/<exp>.json`` (CAS), so that a status read for a
-    large experiment is one GET.  Written by compaction."""
-    st = experiment_status(store, exp)
+    large experiment is one GET.  Written by compaction, which passes the spec and the
+    listing of the runs it has just read (saving a GET and a LIST of every run)."""
+    st = _status(store, spec or load_experiment(store, exp), listing, 5)
     body = json.dumps(st.to_dict(), separators=(",", ":")).encode()
     key = _keys.status_rollup(exp)
     for _ in range(3):

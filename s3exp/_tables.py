@@ -21,7 +21,7 @@ convenient typed view of the same values.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -109,15 +109,17 @@ def _cell(value: Any, t: pa.DataType) -> Any:
     return value
 
 
-def results_table(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> pa.Table:
-    """The results rows of ``records`` (result.json bodies), typed by the spec."""
+def results_table(spec: ExperimentSpec, records: Iterable[dict[str, Any]]) -> pa.Table:
+    """The results rows of ``records`` (result.json bodies), typed by the spec.
+
+    One pass, so ``records`` may be a stream: compaction feeds the bodies as it GETs
+    them and keeps only these columns, not thousands of parsed bodies."""
     ptypes = param_types(spec)
-    metric_names = sorted({k for r in records for k in (r.get("metrics") or {})})
     columns: dict[str, list[Any]] = {f.name: [] for f in RESULTS_BASE_SCHEMA}
     for name in ptypes:
         columns[f"param_{name}"] = []
-    for name in metric_names:
-        columns[f"metric_{name}"] = []
+    metric_columns: dict[str, list[Any]] = {}
+    n = 0
     for r in records:
         prov = r.get("provenance") or {}
         params = r.get("params") or {}
@@ -135,10 +137,16 @@ def results_table(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> pa
             columns[k].append(v)
         for name, t in ptypes.items():
             columns[f"param_{name}"].append(_cell(params.get(name), t))
-        for name in metric_names:
-            columns[f"metric_{name}"].append(_cell(metrics.get(name), pa.float64()))
+        for name in metrics:
+            if name not in metric_columns:
+                metric_columns[name] = [None] * n  # a metric first seen now: earlier rows lack it
+        for name, values in metric_columns.items():
+            values.append(_cell(metrics.get(name), pa.float64()))
+        n += 1
+    for name in sorted(metric_columns):
+        columns[f"metric_{name}"] = metric_columns[name]
     fields = list(RESULTS_BASE_SCHEMA) + [pa.field(f"param_{n}", t) for n, t in ptypes.items()] \
-        + [pa.field(f"metric_{n}", pa.float64()) for n in metric_names]
+        + [pa.field(f"metric_{n}", pa.float64()) for n in sorted(metric_columns)]
     return pa.table(columns, schema=pa.schema(fields))
 
 

@@ -234,3 +234,67 @@ def test_a_compaction_committed_while_a_view_is_read_counts_nothing_twice(
     racing = CompactsDuringTheRead(store, "r")
     assert key(read(racing, "r")) == expected
     assert racing.fired and second in read_manifest(store, "r").runs
+
+
+def test_compacted_rows_equal_the_staged_rows_in_every_column_across_boundaries(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compaction decodes only (step, name, value, ts) from a shard and builds the other
+    columns from the run's owner: every column of every row must still equal what the
+    shards hold.  Tiny row groups and parts, and runs of uneven length in several shards,
+    put row-group and part boundaries inside shards and inside runs."""
+    from s3exp import _compaction
+
+    monkeypatch.setattr(_compaction, "ROW_GROUP_ROWS", 7)
+    store = FileStore(tmp_path / "store")
+    s3exp.submit(store, s3exp.parse_spec({
+        "name": "g", "runs_per_pair": 2, "max_attempts": 1,
+        "definition": {"data_groups": {"d": ["iris", "wine"]},
+                       "model_groups": {"m": {"model": "sgd", "hype": {
+                           "lr": {"distribution": "uniform", "min": 0.0, "max": 1.0}}},
+                                        "n": {"model": "knn", "hype": {
+                           "k": {"distribution": "int_uniform", "min": 1, "max": 9}}}},
+                       "applications": {"d": ["m", "n"]}}}))
+    for i, run in enumerate(s3exp.Worker(store, "g", handle_signals=False, worker_id="wk-7")):
+        with run:
+            for step in range(3 + 2 * i):
+                run.log(values(run.run_id, step), step=step, ts=1_700_000_000 + step + i / 8)
+                if step % 4 == 3:
+                    run._metrics.flush()  # several shards per run  # type: ignore[union-attr]
+            run.complete({"loss": 0.5})
+    cols = ["run_id", "attempt", "step", "name", "value", "ts", "dataset", "model", "worker"]
+
+    def every_column(table: pa.Table) -> list[tuple[Any, ...]]:
+        return sorted(tuple(r[c] for c in cols) for r in table.select(cols).to_pylist())
+
+    staged = every_column(s3exp.metrics(store, "g"))  # decoded in full from the shards
+    assert len(staged) == sum((3 + 2 * i) * 5 for i in range(8))
+    assert {r[6] for r in staged} == {"iris", "wine"} and {r[8] for r in staged} == {"wk-7"}
+    assert len(list(store.list(_keys.staging_prefix("g")))) > 8
+
+    report = s3exp.compact(store, "g", part_rows=45)
+    assert report.committed and report.rows == len(staged)
+    assert report.parts_written == -(-len(staged) // 45) + 1  # metrics parts + results
+    assert every_column(s3exp.metrics(store, "g")) == staged
+    listed = ds.dataset(str(tmp_path / "store" / "metrics"), format="parquet",
+                        partitioning="hive").to_table()
+    assert every_column(listed) == staged
+    for part in read_manifest(store, "g").parts:
+        if part["table"] == "metrics":
+            meta = pq.read_metadata(tmp_path / "store" / part["key"])
+            assert meta.num_rows == part["rows"] and meta.num_rows <= 45
+            assert all(meta.row_group(i).num_rows <= 7 for i in range(meta.num_row_groups))
+
+
+def test_results_table_from_a_stream_fills_metrics_first_seen_late_with_nulls() -> None:
+    from s3exp._tables import results_table
+
+    records = [{"run_id": "a", "attempt": 1, "metrics": {"loss": 0.5}},
+               {"run_id": "b", "attempt": 2, "metrics": {"loss": 0.25, "acc": 0.9}},
+               {"run_id": "c", "attempt": 1, "metrics": {"acc": 0.8, "f1": "n/a"}}]
+    table = results_table(spec("r", 3), iter(records))  # one pass over a generator
+    assert table.column("run_id").to_pylist() == ["a", "b", "c"]
+    assert table.column("metric_loss").to_pylist() == [0.5, 0.25, None]
+    assert table.column("metric_acc").to_pylist() == [None, 0.9, 0.8]
+    assert table.column("metric_f1").to_pylist() == [None, None, None]  # not a number
+    assert [n for n in table.column_names if n.startswith("metric_")] == [
+        "metric_acc", "metric_f1", "metric_loss"]

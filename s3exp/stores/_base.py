@@ -17,6 +17,7 @@ depends on it, only efficiency does.
 from __future__ import annotations
 
 import abc
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 __all__ = ["Blob", "ObjectMeta", "RequestCounter", "Store", "check_key", "prefix_matches_nothing"]
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,10 @@ class Store(abc.ABC):
 
     url: str
     requests: RequestCounter
+    #: How many GETs are worth having in flight when reading many objects.  One for a
+    #: local store (threads only contend for the GIL there); more where each GET waits
+    #: on a network round trip.
+    parallel_gets: int = 1
 
     @abc.abstractmethod
     def get(self, key: str) -> Blob:
@@ -134,13 +141,9 @@ def check_key(key: str) -> str:
     """
     from s3exp._errors import StoreError
 
-    if not key or key.startswith("/") or key.endswith("/"):
+    if (not key or key.startswith(("/", ".")) or key.endswith("/") or "//" in key
+            or "/." in key or _CONTROL.search(key)):
         raise StoreError(f"invalid key {key!r}", key)
-    for segment in key.split("/"):
-        if segment in ("", ".", "..") or segment.startswith(".") or any(
-            ord(c) < 32 or ord(c) == 127 for c in segment
-        ):
-            raise StoreError(f"invalid key {key!r}", key)
     return key
 
 
@@ -153,8 +156,7 @@ def prefix_matches_nothing(prefix: str) -> bool:
     from s3exp._errors import StoreError
 
     head, _, last = prefix.rpartition("/")
-    if prefix.startswith("/") or last.startswith(".") or any(
-            ord(c) < 32 or ord(c) == 127 for c in last):
+    if prefix.startswith("/") or last.startswith(".") or _CONTROL.search(last):
         return True
     if head:
         try:

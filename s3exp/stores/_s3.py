@@ -143,6 +143,8 @@ class S3Store(Store):
     path-style addressing whenever an endpoint is given, as local servers need.
     """
 
+    parallel_gets = 16  # each GET is a round trip: keep several in flight
+
     def __init__(
         self,
         bucket: str,
