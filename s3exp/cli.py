@@ -164,6 +164,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # by every child.
         for name in args.experiments:
             check_template(template, expand(load_experiment(store, name)))
+        if args.worker_id:
+            from s3exp._costs import check_meter_id
+
+            check_meter_id(f"{args.worker_id}-{args.processes}")  # the longest one made
         return _fan_out(args)
     worker = Worker(store, args.experiments, sticky_dataset=args.sticky_dataset,
                     max_runs=args.max_runs, wait=args.wait, worker_id=args.worker_id)
@@ -190,8 +194,11 @@ def _fan_out(args: argparse.Namespace) -> int:
             argv += [flag, str(value)]
     argv += ["--addressing", args.addressing]
     argv += ["--sticky-dataset"] * args.sticky_dataset + ["--wait" if args.wait else "--no-wait"]
-    argv += ["--", *args.command]
-    children = [subprocess.Popen(argv) for _ in range(args.processes)]
+    # One worker id per process (ID-1 ... ID-N): a lease, a result and a cost record name
+    # the process that made it, and cost records are per worker id.
+    ids = ([["--worker-id", f"{args.worker_id}-{i}"] for i in range(1, args.processes + 1)]
+           if args.worker_id else [[] for _ in range(args.processes)])
+    children = [subprocess.Popen(argv + wid + ["--", *args.command]) for wid in ids]
 
     def forward(signum: int, frame: object) -> None:
         for c in children:
@@ -271,7 +278,11 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.format == "json":
         from s3exp._operations import read_results
 
-        print(json.dumps(read_results(store, args.experiment), indent=1, default=str))
+        body = json.dumps(read_results(store, args.experiment), indent=1, default=str) + "\n"
+        if args.output:
+            _write_output(args.output, lambda path: Path(path).write_text(body))
+        else:
+            sys.stdout.write(body)
         return 0
     from s3exp._reading import results
 
@@ -287,7 +298,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     text = format_table(table, args.format)
     if args.output:
-        _write_output(args.output, Path(args.output).write_text)
+        _write_output(args.output, lambda path: Path(path).write_text(text))
     else:
         sys.stdout.write(text)
     return 0
@@ -457,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "every run is done or failed (default). --no-wait exits as soon as "
                         "nothing is claimable")
     p.add_argument("--worker-id", help="name this worker in leases, results and its cost record "
-                   "costs/EXP/ID.json (letters, digits and _ . + @ : -; default: host-pid-random)")
+                   "costs/EXP/ID.json (letters, digits and _ . + @ : -; default: host-pid-random); "
+                   "with --processes N the processes are ID-1 ... ID-N")
     p.add_argument("--grace", type=_non_negative_float, default=10.0,
                    help="seconds between SIGTERM and SIGKILL when a child must stop")
 

@@ -468,3 +468,22 @@ def test_eight_concurrent_submits_leave_one_spec(seaweed: SeaweedServer, seaweed
     assert len(created) == 1 and len(noops) == 7, results
     assert _objects(bucket) == [SPEC_KEY]
     assert json.loads(bucket.get(SPEC_KEY).data)["spec_hash"] == load_spec(GROUPED).spec_hash
+
+
+def test_worker_processes_run_every_run_once_under_numbered_worker_ids(root: Path) -> None:
+    spec = root.parent / "fan.json"
+    spec.write_text(json.dumps({"name": "fan", "runs_per_pair": 12,
+                                "parameters": {"lr": {"min": 0.0, "max": 1.0}}}))
+    assert run_cli("submit", str(spec), "--store", str(root)).returncode == 0
+    proc = run_cli("worker", "fan", "--store", str(root), "--processes", "2", "--worker-id", "lab",
+                   "--", sys.executable, "-c", "import time; time.sleep(0.05)", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    bodies = [json.loads(p.read_text()) for p in (root / "runs" / "fan").glob("*/result.json")]
+    assert len(bodies) == 12 and len({b["run_id"] for b in bodies}) == 12
+    assert {b["worker"] for b in bodies} <= {"lab-1", "lab-2"}
+    assert "s3exp worker lab-1:" in proc.stderr and "s3exp worker lab-2:" in proc.stderr
+    # A worker id that cannot name N processes is refused before any process starts.
+    bad = run_cli("worker", "fan", "--store", str(root), "--processes", "2",
+                  "--worker-id", "x" * 200, "--", "true")
+    assert bad.returncode == 2
+    one_error_line(bad.stderr, "worker id")

@@ -188,8 +188,15 @@ def test_results_and_query_cli_read_the_compacted_tables(tmp_path: Path,
     s3exp.compact(store, "q")
     # The compacted results part holds every run, and the CLI serves the same rows.
     assert main(["results", "q", "--store", str(root), "--format", "csv"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    csv_text = capsys.readouterr().out
+    lines = csv_text.strip().splitlines()
     assert lines[0].startswith("run_id,") and sorted(l.split(",")[0] for l in lines[1:]) == ids
+    # -o writes what stdout would have shown, for every format.
+    assert main(["results", "q", "--store", str(root), "--format", "csv", "-o", str(tmp_path / "r.csv")]) == 0
+    assert (tmp_path / "r.csv").read_text() == csv_text and capsys.readouterr().out == ""
+    assert main(["results", "q", "--store", str(root), "--format", "json", "-o", str(tmp_path / "r.json")]) == 0
+    assert sorted(r["run_id"] for r in json.loads((tmp_path / "r.json").read_text())) == ids
+    assert capsys.readouterr().out == ""
     out = tmp_path / "r.parquet"
     assert main(["results", "q", "--store", str(root), "--format", "parquet", "-o", str(out)]) == 0
     assert sorted(pq.read_table(out).column("run_id").to_pylist()) == ids

@@ -356,3 +356,20 @@ def test_moto_sends_no_date(moto_bucket: MakeS3Store) -> None:
     # No prefix: a prefixed store reads the clock from a LIST, and moto dates those.
     unprimed = S3Store(first.bucket, "", region="us-east-1", credentials=("testing", "testing"))
     unprimed.server_time()
+
+
+@pytest.mark.parametrize("value", [
+    "Wed, 25 Nov 2026 20:20:01 GMT",   # Last-Modified of GET and HEAD (RFC 1123)
+    "Wed, 25 Nov 2026 20:20:01 -0000",
+    "2026-11-25T20:20:01.123Z",        # LastModified in a ListObjectsV2 page (ISO 8601)
+    "2026-11-25T20:20:01+01:00",
+    1764100000,                        # anything else: botocore's own parser
+])
+def test_fast_timestamp_parser_agrees_with_botocore(value: object) -> None:
+    import botocore.utils
+
+    from s3exp.stores._s3 import _parse_timestamp
+
+    ours = _parse_timestamp(value)
+    assert ours.tzinfo is not None
+    assert ours == botocore.utils.parse_timestamp(value)

@@ -114,14 +114,18 @@ def _parse_timestamp(value: Any) -> datetime:
     """botocore's default timestamp parser runs dateutil on every timestamp, about 0.1 ms
     each: three quarters of the client's CPU for a ListObjectsV2 page of 1,000 keys (a
     worker's picture of 2,000 runs took 0.3 s of CPU to parse).  S3 lists timestamps in
-    ISO 8601, which ``datetime.fromisoformat`` reads; anything else (the RFC 1123 dates of
-    headers) goes to botocore's parser."""
+    ISO 8601, which ``datetime.fromisoformat`` reads; the ``Last-Modified`` header of every
+    GET and HEAD is an RFC 1123 date, which ``email.utils`` reads (about 0.05 ms less client
+    CPU per GET, of about 1 ms).  Anything else goes to botocore's parser."""
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            pass
-        else:
+            try:
+                parsed = parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                parsed = None
+        if parsed is not None:
             return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
     out: datetime = botocore.utils.parse_timestamp(value)
     return out
