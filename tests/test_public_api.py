@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 import types
 
 import pytest
@@ -30,8 +32,14 @@ def test_all_is_sorted_and_unique(module: types.ModuleType) -> None:
 
 
 def test_package_exports_exactly_all() -> None:
-    """Every public name ``s3exp/__init__.py`` binds is in ``__all__``, and vice versa."""
+    """Every public name ``s3exp/__init__.py`` binds is in ``__all__``, and vice versa
+    (once the lazily imported ones have been touched)."""
+    for name in s3exp.__all__:
+        getattr(s3exp, name)
     assert _public_names(s3exp) == set(s3exp.__all__) - {"__version__"}
+    assert set(dir(s3exp)) >= set(s3exp.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        s3exp.Nope  # noqa: B018
     assert _public_names(s3exp.serverless) == set(s3exp.serverless.__all__)
 
 
@@ -72,3 +80,18 @@ def test_store_implementations_share_the_interface() -> None:
         assert issubclass(cls, s3exp.Store)
     assert s3exp.Store.__abstractmethods__ >= {
         "get", "head", "put_if_absent", "put_if_match", "delete_if_match", "list", "server_time"}
+
+
+def test_the_cli_and_the_package_import_without_pyarrow_or_boto3() -> None:
+    """``import s3exp`` and ``s3exp --help`` (and so every one-line input error) do not
+    pay for pyarrow and boto3; the names that need them load on first use."""
+    code = ("import sys, s3exp, s3exp.cli\n"
+            "heavy = [m for m in ('pyarrow', 'boto3', 'botocore', 'duckdb') if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "s3exp.S3Store, s3exp.compact\n"
+            "assert 'boto3' in sys.modules and 'pyarrow' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "s3exp", "--help"],
+                         check=True, capture_output=True, text=True)
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert not imported & {"pyarrow", "boto3", "botocore", "duckdb"}

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import re
 import threading
+import typing as _typing
 from urllib.parse import unquote, urlsplit
 
 from s3exp._errors import ConfigError
 from s3exp.stores._base import Blob, ObjectMeta, RequestCounter, Store
 from s3exp.stores._file import FileStore
 from s3exp.stores._memory import MemoryStore
-from s3exp.stores._s3 import RetryPolicy, S3Store
+
+if _typing.TYPE_CHECKING:
+    from s3exp.stores._s3 import RetryPolicy, S3Store
 
 __all__ = [
     "Blob",
@@ -37,6 +40,19 @@ _BUCKET = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+-]{0,127}$")
 _URL_LOOKALIKE = re.compile(r"^(s3|s3a|s3n|file|memory|gs|gcs|az|abfs|abfss|hdfs|http|https|ftp|sftp):",
                             re.IGNORECASE)
+
+
+
+def __getattr__(name: str) -> object:
+    """``S3Store`` and ``RetryPolicy`` load boto3 (about 0.1 s): only when first used."""
+    if name in ("RetryPolicy", "S3Store"):
+        from s3exp.stores import _s3
+
+        value = getattr(_s3, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 's3exp.stores' has no attribute {name!r}")
+
 
 _memory_lock = threading.Lock()
 _memory_stores: dict[str, MemoryStore] = {}
@@ -75,6 +91,8 @@ def open_store(
             ep = urlsplit(endpoint_url)
             if ep.scheme not in ("http", "https") or not ep.netloc:
                 raise ConfigError(f"invalid endpoint URL {endpoint_url!r} (want http(s)://host:port)")
+        from s3exp.stores._s3 import S3Store
+
         return S3Store(bucket, prefix, endpoint_url=endpoint_url, path_style=path_style)
     if scheme == "file":
         parts = urlsplit(url)
