@@ -47,7 +47,12 @@ if _typing.TYPE_CHECKING:
     from s3exp._child import current_run
     from s3exp._compaction import CompactionReport, compact
     from s3exp._expansion import RunSlot, count_runs, expand
-    from s3exp._experiments import SubmitResult, list_experiments, load_experiment, submit
+    from s3exp._experiments import (
+        SubmitResult,
+        list_experiments,
+        load_experiment,
+        submit,
+    )
     from s3exp._operations import read_results, reset_runs, set_control
     from s3exp._reading import metrics, query, results
     from s3exp._status import ExperimentStatus, experiment_status
