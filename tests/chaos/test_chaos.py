@@ -274,7 +274,12 @@ class Scenario:
                                     f"{done}/{size.runs} runs done\n" + "\n".join(self.events[-30:]))
             if now - last_count > 0.25:
                 done, last_count = self.done(), now
-            if done >= size.runs and not any(w.alive for w in self.workers):
+            # Done when every run is and every worker has exited, and not before both
+            # doomed compactors have reached their stage: one let go late (the workers
+            # drained the runs meanwhile) still has finished runs to compact, since the
+            # others are held back, and would otherwise be killed before its commit.
+            if (done >= size.runs and not any(w.alive for w in self.workers)
+                    and current_doomed is None and not doomed):
                 break
             if not self.frozen and done >= size.runs // 5:
                 self.try_freeze()
