@@ -807,12 +807,7 @@ def run_once(name: str, n: int, w: int, m: int, rep_no: int, args: argparse.Name
         for f in (workdir / "ledger").iterdir():
             ledger.update(line for line in f.read_text().splitlines() if line)
         doubled = {k: c for k, c in ledger.items() if c > 1}
-        requests: collections.Counter[str] = collections.Counter()
-        purposes: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-        for r in reports:
-            requests.update(r["requests"])
-            for p, counts in r["purposes"].items():
-                purposes[p].update(counts)
+        requests, purposes = _sum_requests(reports)
         res.update({
             "wall_s": round(wall, 3),
             "runs_per_s": None if timed_out else round(n / wall, 1),
@@ -866,6 +861,19 @@ def dollars(counts: dict[str, int]) -> float:
 
 
 
+def _sum_requests(records: list[dict[str, Any]],
+                  ) -> tuple[collections.Counter[str], dict[str, collections.Counter[str]]]:
+    """Request counts by type, and by purpose and type, added over ``records`` (each with
+    ``requests`` and ``purposes``, as the workers report them)."""
+    total: collections.Counter[str] = collections.Counter()
+    purposes: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for r in records:
+        total.update(r["requests"])
+        for purpose, counts in r["purposes"].items():
+            purposes[purpose].update(counts)
+    return total, purposes
+
+
 def _median(rows: list[dict[str, Any]], key: str) -> float | None:
     vals = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
     return statistics.median(vals) if vals else None
@@ -886,12 +894,7 @@ def summarize(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     out["error_samples"] = next((r["error_samples"] for r in rows if r.get("error_samples")), [])
     reqs = [r for r in rows if r.get("requests")]
     if reqs:
-        total: collections.Counter[str] = collections.Counter()
-        purposes: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-        for r in reqs:
-            total.update(r["requests"])
-            for p, c in r["purposes"].items():
-                purposes[p].update(c)
+        total, purposes = _sum_requests(reqs)
         runs = sum(r["n"] for r in reqs)
         out["requests_per_run"] = {k: total[k] / runs for k in sorted(total)}
         out["purposes_per_run"] = {p: sum(c.values()) / runs for p, c in purposes.items()}

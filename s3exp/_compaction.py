@@ -84,9 +84,12 @@ PART_SCHEMA = pa.schema([
 # Parts are written in row groups of this many rows (a few MB: large enough for Athena's
 # and DuckDB's scans, small enough that encoding one overlaps reading the next).
 ROW_GROUP_ROWS = 256 * 1024
-# Snappy: Athena's default codec, and about twice as fast to write as zstd for parts of
-# this shape, at 7% more bytes (benchmarks/RESULTS.md).
-_CODEC = "snappy"
+# How parts are written.  Snappy: Athena's default codec, and about twice as fast to write
+# as zstd for parts of this shape, at 7% more bytes (benchmarks/RESULTS.md).  The Arrow
+# schema is not stored, so readers see plain ``string`` columns (the Parquet data is
+# dictionary-encoded either way).
+_PART_WRITE_OPTIONS: dict[str, Any] = {
+    "compression": "snappy", "use_dictionary": list(_DICT_COLUMNS), "store_schema": False}
 # What compaction decodes from a shard; the rest of a row is its owner's (see decode_rows).
 ROW_SCHEMA = pa.schema([PART_SCHEMA.field(n) for n in ("step", "name", "value", "ts")])
 
@@ -257,12 +260,10 @@ def fetch_ordered(store: Store, keys: Iterable[str], decode: Callable[[bytes], A
 
 
 def parquet_bytes(table: pa.Table, row_group_size: int = ROW_GROUP_ROWS) -> bytes:
-    """A table's bytes as a part.  The Arrow schema is not stored, so readers see plain
-    ``string`` columns (the Parquet data is dictionary-encoded either way)."""
+    """A table's bytes as a part (the results part; metrics parts use ``_PartEncoder``)."""
     sink = io.BytesIO()
-    pq.write_table(table.combine_chunks(), sink, compression=_CODEC,
-                   row_group_size=row_group_size, use_dictionary=list(_DICT_COLUMNS),
-                   store_schema=False)
+    pq.write_table(table.combine_chunks(), sink, row_group_size=row_group_size,
+                   **_PART_WRITE_OPTIONS)
     return sink.getvalue()
 
 
@@ -295,8 +296,7 @@ class _PartEncoder:
 
     def __init__(self) -> None:
         self._sink = io.BytesIO()
-        self._writer = pq.ParquetWriter(self._sink, PART_SCHEMA, compression=_CODEC,
-                                        use_dictionary=list(_DICT_COLUMNS), store_schema=False)
+        self._writer = pq.ParquetWriter(self._sink, PART_SCHEMA, **_PART_WRITE_OPTIONS)
         self.rows = 0
 
     def add(self, pieces: Pieces) -> None:
@@ -437,8 +437,10 @@ def _compact_round(store: Store, exp: str, spec: Any, manifest: Manifest, new_do
 
     results = results_table(spec, bodies())
     winners = {rid: owner.attempt for rid, owner in owners.items()}
+    # Each attempt's shards are in sequence order already: LIST is sorted by key, and the
+    # sequence numbers in the keys are zero-padded (the store contract tests both).
     owned = [(owners[rid], m.key) for rid in new_done
-             for m in sorted(staged.get(rid, {}).get(winners[rid], []), key=lambda m: m.key)]
+             for m in staged.get(rid, {}).get(winners[rid], [])]
     shard_keys = [key for _, key in owned]
 
     generation = manifest.generation + 1

@@ -93,7 +93,7 @@ def experiment_status(store: Store, exp: str, *, last_errors: int = 5) -> Experi
 
 
 def _status(store: Store, spec: ExperimentSpec, fresh: RunListing | None,
-            last_errors: int) -> ExperimentStatus:
+            last_errors: int = 5) -> ExperimentStatus:
     exp = spec.name
     control, _ = read_control(store, exp)
     slots = expand(spec, params=False)
@@ -195,7 +195,7 @@ def write_status_rollup(store: Store, exp: str, *, spec: ExperimentSpec | None =
     """Store the current status as ``status/<exp>.json`` (CAS), so that a status read for a
     large experiment is one GET.  Written by compaction, which passes the spec and the
     listing of the runs it has just read (saving a GET and a LIST of every run)."""
-    st = _status(store, spec or load_experiment(store, exp), listing, 5)
+    st = _status(store, spec or load_experiment(store, exp), listing)
     body = json.dumps(st.to_dict(), separators=(",", ":")).encode()
     key = _keys.status_rollup(exp)
     for _ in range(3):

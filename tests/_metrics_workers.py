@@ -115,3 +115,8 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+def no_error(report: tuple[int, Any, str]) -> None:
+    """For ``collect_reports``: a child's (index, payload, error) report has no error."""
+    assert not report[2], report[2]

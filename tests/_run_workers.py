@@ -198,6 +198,18 @@ def start_agent(where: Where, exp: str, worker_id: str, logdir: Path, child_dir:
     return Proc(argv, child_env(where), logdir, worker_id)
 
 
+def child_pid_file(child_dir: Path, run_id: str, attempt: int) -> Path:
+    """Where the agent's child (``_run_child.py``) writes its pid for ``run_id``/``attempt``."""
+    return child_dir / f"child-{run_id}-{attempt}.pid"
+
+
+def wait_for_child(child_dir: Path, run_id: str, attempt: int, whose: str, timeout: float) -> int:
+    """The pid of the agent's child for ``run_id``/``attempt``, once it has started."""
+    path = child_pid_file(child_dir, run_id, attempt)
+    wait_until(f"{whose} child", path.exists, timeout)
+    return int(path.read_text())
+
+
 def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
     """Poll ``check`` until it returns something truthy; fail with ``what`` at the deadline."""
     deadline = time.monotonic() + timeout

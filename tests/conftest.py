@@ -8,9 +8,12 @@
 
 from __future__ import annotations
 
+import queue
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import moto
 import pytest
@@ -148,3 +151,28 @@ def backend(store: Store, request: pytest.FixtureRequest) -> str:
 def _no_stray_store_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never see the developer's S3EXP_STORE."""
     monkeypatch.delenv("S3EXP_STORE", raising=False)
+
+
+def collect_reports(procs: Sequence[BaseProcess], results: Any, timeout: float,
+                    check: Callable[[Any], object] | None = None) -> list[Any]:
+    """Start ``procs`` and take one report per process from the queue ``results`` (the
+    test fails if one has not come ``timeout`` seconds after the previous), passing each
+    to ``check`` as it arrives, so that a process's error fails the test at once; then
+    join the processes, killing any still alive."""
+    for p in procs:
+        p.start()
+    out: list[Any] = []
+    try:
+        for _ in procs:
+            out.append(results.get(timeout=timeout))
+            if check is not None:
+                check(out[-1])
+    except queue.Empty:
+        pytest.fail(f"only {len(out)} of {len(procs)} processes reported within {timeout}s")
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    return out

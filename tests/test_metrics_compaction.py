@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import queue
 import subprocess
 import sys
 from collections import Counter
@@ -31,7 +30,7 @@ from s3exp.stores import FileStore, S3Store, Store
 
 from . import _metrics_workers
 from ._metrics_workers import values
-from .conftest import REPO, MakeS3Store
+from .conftest import REPO, MakeS3Store, collect_reports
 
 STEPS = 40
 ROW_COLS = ["run_id", "attempt", "step", "name", "value"]
@@ -221,21 +220,8 @@ def test_concurrent_compactors_in_separate_processes_neither_lose_nor_duplicate(
     procs += [ctx.Process(target=_metrics_workers.log_worker,
                           args=(100 + i, target.where, "cc", runs_total, STEPS, out), daemon=True)
               for i in range(loggers)]
-    for p in procs:
-        p.start()
-    reports: dict[int, Any] = {}
-    try:
-        for _ in procs:
-            index, payload, error = out.get(timeout=240)
-            assert not error, error
-            reports[index] = payload
-    except queue.Empty:
-        pytest.fail(f"only {len(reports)} of {len(procs)} processes reported")
-    finally:
-        for p in procs:
-            p.join(10)
-            if p.is_alive():
-                p.kill()
+    reports = {index: payload for index, payload, _ in
+               collect_reports(procs, out, 240, _metrics_workers.no_error)}
     late = [rid for i in range(loggers) for rid in reports[100 + i]]
     assert sorted(early + late) == sorted(f"r{i:02d}" for i in range(runs_total))
 

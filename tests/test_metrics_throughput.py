@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import subprocess
 
 import pyarrow.dataset as ds
@@ -19,7 +18,7 @@ from s3exp._compaction import read_manifest
 from s3exp._seaweed import SeaweedServer
 
 from . import _metrics_workers
-from .conftest import AWS_ENV, REPO, MakeS3Store
+from .conftest import AWS_ENV, REPO, MakeS3Store, collect_reports
 
 WORKERS, RUNS_EACH, STEPS, METRICS = 8, 50, 200, 5
 TOTAL = WORKERS * RUNS_EACH * STEPS * METRICS
@@ -50,21 +49,8 @@ def test_400k_rows_from_8_processes_are_counted_exactly_once(
     procs = [ctx.Process(target=_metrics_workers.log_worker,
                          args=(i, where, "tp", RUNS_EACH, STEPS, out), daemon=True)
              for i in range(WORKERS)]
-    for p in procs:
-        p.start()
-    done: dict[int, list[str]] = {}
-    try:
-        for _ in procs:
-            index, run_ids, error = out.get(timeout=300)
-            assert not error, error
-            done[index] = run_ids
-    except queue.Empty:
-        pytest.fail(f"only {len(done)} of {WORKERS} workers reported")
-    finally:
-        for p in procs:
-            p.join(10)
-            if p.is_alive():
-                p.kill()
+    done = {index: run_ids for index, run_ids, _ in
+            collect_reports(procs, out, 300, _metrics_workers.no_error)}
     assert sorted(len(ids) for ids in done.values()) == [RUNS_EACH] * WORKERS
     assert len({rid for ids in done.values() for rid in ids}) == WORKERS * RUNS_EACH
 

@@ -8,7 +8,6 @@ atomic under concurrent requests.
 from __future__ import annotations
 
 import multiprocessing
-import queue
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from s3exp.stores import Store
 
 from . import _race_workers
-from .conftest import shared_target
+from .conftest import collect_reports, shared_target
 
 PROCESSES = 16
 RESULT_TIMEOUT = 180.0
@@ -38,21 +37,7 @@ def run_processes(target: Callable[..., None], args: tuple[Any, ...]) -> list[An
     results = ctx.Queue()
     procs = [ctx.Process(target=target, args=(i, *args, barrier, results), daemon=True)
              for i in range(PROCESSES)]
-    for p in procs:
-        p.start()
-    out: list[Any] = []
-    try:
-        for _ in procs:
-            out.append(results.get(timeout=RESULT_TIMEOUT))
-    except queue.Empty:
-        pytest.fail(f"only {len(out)} of {PROCESSES} processes reported within {RESULT_TIMEOUT}s")
-    finally:
-        for p in procs:
-            p.join(10)
-            if p.is_alive():
-                p.kill()
-                p.join()
-    return out
+    return collect_reports(procs, results, RESULT_TIMEOUT)
 
 
 @pytest.fixture(params=["file", pytest.param("seaweed", marks=pytest.mark.seaweed)])

@@ -155,9 +155,7 @@ def test_kill_9_command_agent_and_child_run_is_taken_over(seaweed_target: tuple[
     taker: rw.Proc | None = None
     child = 0
     try:
-        pid_file = gates / f"child-{run_id}-1.pid"
-        rw.wait_until("the victim's child", pid_file.exists, START)
-        child = int(pid_file.read_text())
+        child = rw.wait_for_child(gates, run_id, 1, "the victim's", START)
         assert _held_by(store, run_id, "victim", 1)
         (gates / "go-2").touch()
         taker = rw.start_agent(where, EXP, "taker", logs, gates)
@@ -238,14 +236,12 @@ def test_paused_command_agent_stops_its_child_and_writes_no_result(
     taker: rw.Proc | None = None
     child = 0
     try:
-        pid_file = gates / f"child-{run_id}-1.pid"
-        rw.wait_until("the zombie's child", pid_file.exists, START)
-        child = int(pid_file.read_text())
+        child = rw.wait_for_child(gates, run_id, 1, "the zombie's", START)
         taker = rw.start_agent(where, EXP, "taker", logs, gates)
         zombie.signal(signal.SIGSTOP)  # the agent only: its child runs on, in its own session
         last_renewal = store.head(_lease_key(run_id)).last_modified
         rw.wait_until("the takeover", lambda: _held_by(store, run_id, "taker", 2), SETTLE)
-        rw.wait_until("the taker's child", (gates / f"child-{run_id}-2.pid").exists, SETTLE)
+        rw.wait_for_child(gates, run_id, 2, "the taker's", SETTLE)
         zombie.signal(signal.SIGCONT)
         rw.wait_until("the zombie's child to be stopped", lambda: not rw.pid_alive(child), SETTLE)
         rw.wait_until("the zombie to notice", lambda: "lease lost" in zombie.stderr(), SETTLE)
@@ -435,9 +431,7 @@ def test_sigterm_command_agent_stops_child_and_releases_run_at_once(
     taker: rw.Proc | None = None
     child = 0
     try:
-        pid_file = gates / f"child-{run_id}-1.pid"
-        rw.wait_until("the victim's child", pid_file.exists, START)
-        child = int(pid_file.read_text())
+        child = rw.wait_for_child(gates, run_id, 1, "the victim's", START)
         (gates / "go-2").touch()
         taker = rw.start_agent(where, EXP, "taker", logs, gates)
         time.sleep(2.0)  # setup, not a check: let the taker start, find nothing and go idle
@@ -504,9 +498,7 @@ def test_idle_worker_waits_while_runs_are_unfinished_unless_told_not_to(
         never.mkdir()
         holder2 = rw.start_agent(where, "other", "holder2", logs, never)
         procs.append(holder2)
-        pid_file = never / f"child-{other_slot.run_id}-1.pid"
-        rw.wait_until("holder2's child", pid_file.exists, START)
-        child = int(pid_file.read_text())
+        child = rw.wait_for_child(never, other_slot.run_id, 1, "holder2's", START)
         s3exp.set_control(store, "other", "cancelled")
         waiter2 = rw.start_worker(where, "other", "waiter2", logs, gate_body, poll_seconds=0.2)
         procs.append(waiter2)
