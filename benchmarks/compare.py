@@ -226,7 +226,7 @@ def _purpose(method: str, key: str, ok: bool) -> str:
         if method == "put_if_absent":
             return "claims" if ok else "lost claims"
         return "lease renewals"
-    if name == "result.json":
+    if name.startswith("result-"):
         return "completions"
     if name.endswith(".parquet"):
         return "shards"
@@ -343,7 +343,8 @@ class S3expSystem(System):
         from s3exp import _keys
 
         store = _s3exp_store(cfg)
-        results = [m.key for m in store.list(_keys.runs_prefix(EXP)) if m.key.endswith("/result.json")]
+        results = [m.key for m in store.list(_keys.runs_prefix(EXP))
+                   if "/result-" in m.key and m.size > 0]
         table = s3exp.metrics(store, EXP)
         steps = table.group_by(["run_id", "step"]).aggregate([("value", "count")])
         out: dict[str, Any] = {

@@ -80,7 +80,8 @@ def bench(kind: str, runs: int, workers: int, sleep_ms: float) -> dict[str, Any]
             wall = time.perf_counter() - t0
             for p in procs:
                 p.join()
-            done = sum(1 for m in store.list(_keys.runs_prefix("bench")) if m.key.endswith("/result.json"))
+            done = sum(1 for m in store.list(_keys.runs_prefix("bench"))
+                       if "/result-" in m.key and m.size > 0)
         finally:
             if server is not None:
                 server.stop()

@@ -156,7 +156,7 @@ def run_command(run: Run, template: Sequence[str], *, grace: float = 10.0) -> No
     """
     # Polling run.check() below stops the child; an asynchronous exception from the
     # heartbeat could instead land inside _stop_child and leave the child running.
-    run._async_stop = False
+    run.stop_by_polling()
     fields = _fields(run.slot, run.experiment, run.attempt)
     try:
         argv = fill_template(template, fields)

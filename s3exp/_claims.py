@@ -20,6 +20,8 @@ Candidates, in order:
    the pick to one dataset when it has free slots.
 
 Lease bodies are read (GET) only for candidates of kinds 1 and 2, and cached by ETag.
+Before a lease of kind 1 or 2 is moved on, its attempt is sealed (:func:`s3exp._leases.seal`),
+so that a zombie of that attempt can never commit a result.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from s3exp import _keys
 from s3exp._clock import Clock
 from s3exp._errors import AlreadyExists, Conflict, ObjectNotFound
 from s3exp._expansion import RunSlot, expand
-from s3exp._leases import Lease, RunListing, WorkerIdentity, is_stale, parse_listing, record
+from s3exp._leases import Lease, RunListing, WorkerIdentity, is_stale, parse_listing, record, seal
 from s3exp._specs import ExperimentSpec
 from s3exp.stores import ObjectMeta, Store
 
@@ -54,12 +56,18 @@ def read_control(store: Store, exp: str) -> tuple[ControlState, str | None]:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A run this worker now holds: its slot, its lease and the lease's current ETag."""
+    """A run this worker now holds: its slot, its lease and the lease's current ETag.
+
+    ``sent`` is the claimer's ``clock.monotonic()`` taken before the claiming write was
+    first sent: the lease's freshness is measured from then (see "Timing rules" in
+    :mod:`s3exp._leases`), not from when the reply arrived.
+    """
 
     spec: ExperimentSpec
     slot: RunSlot
     lease: Lease
     meta: ObjectMeta
+    sent: float
 
 
 class Claimer:
@@ -209,6 +217,7 @@ class Claimer:
             slot = self._pick_free(prefer_dataset)
             lease = Lease.first(self.exp, slot.run_id, self.identity, self.spec.lease_seconds,
                                 self.spec.max_attempts, self.clock.now())
+            sent = self.clock.monotonic()
             try:
                 meta = self.store.put_if_absent(_keys.lease(self.exp, slot.run_id), lease.to_bytes())
             except AlreadyExists:
@@ -217,7 +226,7 @@ class Claimer:
                 continue
             self.losses = 0
             self._won += 1
-            return Claim(self.spec, slot, lease, meta)
+            return Claim(self.spec, slot, lease, meta, sent)
         return None
 
     def _pick_free(self, prefer_dataset: str | None) -> RunSlot:
@@ -264,17 +273,16 @@ class Claimer:
         lease, meta = got
         now = self.clock.now()
         if lease.state in ("released", "interrupted") and not stale_only:
+            if not seal(self.store, self.exp, run_id, lease.attempt):
+                return None  # its result landed after all (a lost reply): the run is done
             new = lease.next_attempt(self.identity, self.spec.lease_seconds, now, failed_previous=False)
             return self._swap(run_id, lease, new, meta)
         if lease.state != "running":
             return None
         if not is_stale(meta.last_modified, lease.ttl, self.store.server_time()):
             return None
-        try:
-            self.store.head(_keys.result(self.exp, run_id))
+        if not seal(self.store, self.exp, run_id, lease.attempt):
             return None  # it finished after our LIST; its lease just has not been touched
-        except ObjectNotFound:
-            pass
         new = lease.next_attempt(self.identity, self.spec.lease_seconds, now, failed_previous=True)
         if new.budget_spent:
             failed = lease.with_state("failed", failed=True, note="lease expired")
@@ -288,12 +296,13 @@ class Claimer:
 
     def _swap(self, run_id: str, old: Lease, new: Lease, meta: ObjectMeta, *,
               claim: bool = True) -> Claim | None:
+        sent = self.clock.monotonic()
         try:
             written = self.store.put_if_match(_keys.lease(self.exp, run_id), new.to_bytes(), meta.etag)
         except Conflict:
             return None  # another worker moved first: exactly one taker wins
         self._lease_cache[run_id] = (written.etag, new)
-        return Claim(self.spec, self._by_id[run_id], new, written) if claim else None
+        return Claim(self.spec, self._by_id[run_id], new, written, sent) if claim else None
 
     def _write_expired_record(self, dead: Lease, now: datetime) -> None:
         body = record("error", dead, now, reason="lease expired",

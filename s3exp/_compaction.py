@@ -1,6 +1,6 @@
 """Compaction: staged metric shards of finished runs into analysis-ready Parquet parts.
 
-Only runs with a ``result.json`` are compacted, and of each only the attempt that wrote it:
+Only runs with a committed result are compacted, and of each only the attempt that wrote it:
 rows of superseded attempts are fenced out (they stay in staging, for audit, until the
 retention window passes).  Runs still going are read from staging by the exact readers.
 
@@ -162,7 +162,7 @@ def decode_rows(data: bytes) -> pa.Table:
 
     The identity columns are not decoded: a shard is written by the one ``MetricBuffer``
     of one attempt, so within a shard they are constant, and compaction takes them from
-    the shard's key (run, attempt) and the run's ``result.json`` (dataset, model, worker),
+    the shard's key (run, attempt) and the run's result record (dataset, model, worker),
     which that attempt wrote from the same lease.  Reading four columns instead of nine
     halves the per-shard cost, which dominates for runs of a few thousand rows.
     """
@@ -390,10 +390,10 @@ def compact(
         _publish(store, latest, report)
 
         # The runs are listed before the shards: a run's shards are all staged before its
-        # result.json is written, so every run seen done here has all its shards listed.
+        # result is committed, so every run seen done here has all its shards listed.
         listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
-        new_done = sorted(rid for rid, objs in listing.runs.items()
-                          if objs.result is not None and rid not in latest.runs)
+        new_done = {rid: objs.result.key for rid, objs in sorted(listing.runs.items())
+                    if objs.result is not None and rid not in latest.runs}
         if not new_done and not housekeeping:
             report.seconds = time.monotonic() - started
             return report
@@ -416,20 +416,21 @@ def compact(
     return report
 
 
-def _compact_round(store: Store, exp: str, spec: Any, manifest: Manifest, new_done: list[str],
+def _compact_round(store: Store, exp: str, spec: Any, manifest: Manifest, new_done: dict[str, str],
                    staged: dict[str, dict[int, list[ObjectMeta]]], part_rows: int,
                    orphan_age: timedelta, read_ahead: int | None,
                    inject: Callable[[str], None] | None,
                    report: CompactionReport) -> Manifest | None:
     """One attempt at the next generation: the committed manifest, or None if another
-    compactor committed first (our parts are then deleted)."""
+    compactor committed first (our parts are then deleted).  ``new_done`` maps the runs to
+    compact, in run id order, to their result keys."""
     # The result bodies are streamed into the results table as they arrive; of each, only
     # its row and its owner are kept (thousands of parsed bodies would be most of the
     # memory of a large compaction).
     owners: dict[str, ShardOwner] = {}
 
     def bodies() -> Iterator[dict[str, Any]]:
-        keys = [_keys.result(exp, rid) for rid in new_done]
+        keys = list(new_done.values())
         for rid, body in zip(new_done, fetch_ordered(store, keys, json.loads,
                                                      read_ahead=read_ahead), strict=True):
             owners[rid] = ShardOwner.of(rid, body)

@@ -282,8 +282,10 @@ def run_demo(url: str, *, processes: int = 3, runs_per_pair: int = 3,
 
 def _progress(store: Any, total: int, elapsed: float) -> None:
     from s3exp import _keys
+    from s3exp._leases import parse_listing
 
-    done = sum(1 for m in store.list(_keys.runs_prefix("demo")) if m.key.endswith("/result.json"))
+    listing = parse_listing("demo", list(store.list(_keys.runs_prefix("demo"))), store.server_time())
+    done = sum(1 for objs in listing.runs.values() if objs.result is not None)
     width = 30
     filled = int(width * done / total) if total else width
     sys.stdout.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} runs done, {elapsed:5.1f}s")

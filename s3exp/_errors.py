@@ -8,7 +8,7 @@ Every error s3exp raises on purpose derives from :class:`S3ExpError`::
     ├── SpecConflict           a different spec already exists under the same name
     ├── NotFoundError          an experiment, run or object that should exist does not
     ├── LeaseLost              another worker took this run over; stop, write no result
-    ├── RunAlreadyCompleted    another attempt's result.json won; ``.winner`` is its record
+    ├── RunAlreadyCompleted    another writer's result holds this attempt's key; ``.winner``
     └── StoreError             the store refused or failed a request
         ├── AlreadyExists      a create-only write (If-None-Match: *) lost: the key exists
         ├── Conflict           a compare-and-swap (If-Match) failed: the key changed or is gone

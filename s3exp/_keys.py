@@ -5,7 +5,7 @@ Layout under the store's root (``s3://bucket/prefix`` or a directory)::
     experiments/<exp>.json                        the spec; created once, immutable
     control/<exp>.json                            pause / cancel flags (If-Match)
     runs/<exp>/<run_id>/lease.json                claim = create; renew = If-Match
-    runs/<exp>/<run_id>/result.json               completion = create; first writer wins
+    runs/<exp>/<run_id>/result-<NNNN>.json        attempt NNNN's result = create; empty = sealed
     runs/<exp>/<run_id>/error-<NNNN>.json         one per failed attempt, kept
     runs/<exp>/<run_id>/interrupt-<NNNN>.json     one per interrupted attempt, kept
     staging/<exp>/<run_id>/<NNNN>/<NNNNNN>.parquet   metric shards (attempt, sequence)
@@ -85,8 +85,10 @@ def lease(exp: str, run_id: str) -> str:
     return f"{run_prefix(exp, run_id)}lease.json"
 
 
-def result(exp: str, run_id: str) -> str:
-    return f"{run_prefix(exp, run_id)}result.json"
+def result(exp: str, run_id: str, attempt: int) -> str:
+    """Attempt ``attempt``'s result, or (empty) the seal that fences it out; see
+    :mod:`s3exp._leases`."""
+    return f"{run_prefix(exp, run_id)}result-{attempt:04d}.json"
 
 
 def error(exp: str, run_id: str, attempt: int) -> str:
@@ -166,7 +168,7 @@ def globs() -> dict[str, str]:
         "spec": spec("*"),
         "control": control("*"),
         "lease": lease("*", "*"),
-        "result": result("*", "*"),
+        "result": f"{run_prefix('*', '*')}result-*.json",
         "error": f"{run_prefix('*', '*')}error-*.json",
         "interrupt": f"{run_prefix('*', '*')}interrupt-*.json",
         "shard": f"{staging_prefix('*')}*.parquet",

@@ -15,7 +15,7 @@ from s3exp._claims import read_control
 from s3exp._errors import AlreadyExists, Conflict, NotFoundError, ObjectNotFound
 from s3exp._expansion import expand
 from s3exp._experiments import load_experiment
-from s3exp._leases import Lease, is_stale, parse_listing
+from s3exp._leases import Lease, is_stale, parse_listing, seal
 from s3exp.stores import Store
 
 __all__ = ["read_results", "reset_runs", "set_control"]
@@ -80,6 +80,9 @@ def reset_runs(store: Store, exp: str, *, failed: bool = False, interrupted: boo
         if lease.state == "running" and not stale:
             skipped[rid] = f"running on {lease.worker.id}; cancel or wait"
             continue
+        if lease.state == "running" and not seal(store, exp, rid, lease.attempt):
+            skipped[rid] = "done (results are final)"  # its holder committed just now
+            continue
         new = replace(lease, state="released", budget=lease.failures + spec.max_attempts,
                       renewals=lease.renewals + 1, note="reset")
         try:
@@ -93,7 +96,7 @@ def reset_runs(store: Store, exp: str, *, failed: bool = False, interrupted: boo
 
 
 def read_results(store: Store, exp: str) -> list[dict[str, Any]]:
-    """One record per finished run (``result.json`` bodies), in run-slot order."""
+    """One record per finished run (its committed result body), in run-slot order."""
     spec = load_experiment(store, exp)
     listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
     rows = []
@@ -102,7 +105,7 @@ def read_results(store: Store, exp: str) -> list[dict[str, Any]]:
         if objs.result is None:
             continue
         try:
-            rows.append(json.loads(store.get(_keys.result(exp, slot.run_id)).data))
+            rows.append(json.loads(store.get(objs.result.key).data))
         except ObjectNotFound:
             continue
     return rows

@@ -6,7 +6,7 @@ taken from one reading of the manifest:
 * compacted parts listed in the manifest (published key, or the pending one before the
   roll-forward), and
 * staged shards of runs that manifest does not hold: of finished runs, the attempt that
-  wrote ``result.json``; of runs still going, the attempt named by the running lease.
+  committed its result; of runs still going, the attempt named by the running lease.
   Failed, released and interrupted runs, and superseded attempts, are left out.
 
 The runs are listed before the shards (a finished run's shards are all staged before its
@@ -105,10 +105,9 @@ def _metrics_once(store: Store, exp: str) -> pa.Table:
     done = sorted(rid for rid in staged if listing.get(rid).result is not None)
     going = sorted(rid for rid in staged if listing.get(rid).result is None
                    and listing.get(rid).lease is not None)
-    # Which attempt won is only in the result body, and which attempt is live only in the
-    # lease body: one GET per uncompacted run that has shards.
-    results = fetch_ordered(store, [_keys.result(exp, rid) for rid in done], json.loads)
-    keep = {rid: int(body["attempt"]) for rid, body in zip(done, results, strict=True)}
+    # Which attempt won is in the result's key; which attempt is live only in the lease
+    # body: one GET per uncompacted running run that has shards.
+    keep = {rid: w for rid in done if (w := listing.get(rid).winner) is not None}
     leases = fetch_ordered(store, [_keys.lease(exp, rid) for rid in going], json.loads)
     for rid, lease in zip(going, leases, strict=True):
         if lease.get("state") == "running":
@@ -130,9 +129,9 @@ def _results_once(store: Store, exp: str, spec: ExperimentSpec) -> pa.Table:
     manifest = read_manifest(store, exp)
     tables = _parts(store, manifest, "results")
     listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
-    fresh_ids = [rid for rid, objs in sorted(listing.runs.items())
-                 if objs.result is not None and rid not in manifest.runs]
-    fresh = list(fetch_ordered(store, [_keys.result(exp, rid) for rid in fresh_ids], json.loads))
+    fresh_keys = [objs.result.key for rid, objs in sorted(listing.runs.items())
+                  if objs.result is not None and rid not in manifest.runs]
+    fresh = list(fetch_ordered(store, fresh_keys, json.loads))
     if fresh or not tables:
         tables.append(results_table(spec, fresh))
     return with_experiment(_concat(tables), exp)

@@ -110,7 +110,7 @@ def _cell(value: Any, t: pa.DataType) -> Any:
 
 
 def results_table(spec: ExperimentSpec, records: Iterable[dict[str, Any]]) -> pa.Table:
-    """The results rows of ``records`` (result.json bodies), typed by the spec.
+    """The results rows of ``records`` (committed result bodies), typed by the spec.
 
     One pass, so ``records`` may be a stream: compaction feeds the bodies as it GETs
     them and keeps only these columns, not thousands of parsed bodies."""

@@ -11,6 +11,11 @@ The thread sleeps until the earliest live deadline: cancelled timers are dropped
 they reach the top of the heap, without waking anyone, and a new timer wakes the thread
 only when it falls due before the deadline the thread is sleeping towards.  Callbacks run
 on the timer thread and must be quick (they start a thread, or set an event).
+
+Deadlines are on :func:`s3exp._clock.elapsed`, which counts time spent suspended; a timed
+wait does not (it sleeps on ``CLOCK_MONOTONIC``), so while any timer is pending the thread
+wakes at least every ``MAX_SLEEP`` seconds to look at the clock again.  After a laptop
+wakes from a suspend, a deadline that passed during it fires within that second.
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ import itertools
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 
-__all__ = ["Timer", "call_later"]
+from s3exp._clock import elapsed
+
+__all__ = ["MAX_SLEEP", "Timer", "call_later"]
+
+MAX_SLEEP = 1.0
 
 
 class Timer:
@@ -54,7 +62,7 @@ class _Scheduler:
         self._sleeping_until = float("inf")
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> Timer:
-        timer = Timer(time.monotonic() + max(0.0, delay), fn)
+        timer = Timer(elapsed() + max(0.0, delay), fn)
         with self._cond:
             heapq.heappush(self._heap, (timer.when, next(self._seq), timer))
             if self._thread is None or not self._thread.is_alive():
@@ -71,12 +79,12 @@ class _Scheduler:
                     heap = self._heap
                     while heap and heap[0][2].cancelled:
                         heapq.heappop(heap)
-                    now = time.monotonic()
+                    now = elapsed()
                     if heap and heap[0][0] <= now:
                         timer = heapq.heappop(heap)[2]
                         break
                     self._sleeping_until = heap[0][0] if heap else float("inf")
-                    self._cond.wait(None if not heap else self._sleeping_until - now)
+                    self._cond.wait(None if not heap else min(MAX_SLEEP, self._sleeping_until - now))
                 self._sleeping_until = float("inf")
             if timer.cancelled:
                 continue
@@ -99,5 +107,5 @@ if hasattr(os, "register_at_fork"):
 
 
 def call_later(delay: float, fn: Callable[[], None]) -> Timer:
-    """Call ``fn()`` on the process's timer thread after ``delay`` seconds (monotonic)."""
+    """Call ``fn()`` on the process's timer thread after ``delay`` seconds (suspend counted)."""
     return _scheduler.call_later(delay, fn)

@@ -12,9 +12,11 @@ Leaving ``with run:`` normally without ``complete()`` completes the run with no 
 An exception inside it is recorded (traceback in ``error-<attempt>.json``) and the run is
 released for an immediate retry, or ``failed`` once its attempts are spent; the worker
 then goes on with the next run.  SIGTERM or SIGINT releases the run as ``interrupted``
-(not an attempt) and stops the worker.  If the heartbeat finds the lease taken over,
-:class:`~s3exp.LeaseLost` is raised in the thread that entered ``with run:``, and no
-result is written.
+(not an attempt) and stops the worker.  If the heartbeat finds the lease taken over, or
+the lease's deadline passes without a successful renewal, :class:`~s3exp.LeaseLost` is
+raised in the thread that entered ``with run:``, and no result is written.  The result
+itself is fenced: a worker whose attempt was sealed by a taker cannot commit one,
+whatever its clocks say (see :mod:`s3exp._leases`).
 """
 
 from __future__ import annotations
@@ -49,18 +51,13 @@ from s3exp._errors import (
     StoreError,
 )
 from s3exp._experiments import load_experiment
-from s3exp._leases import Lease, WorkerIdentity, record
+from s3exp._leases import Lease, WorkerIdentity, heartbeat_interval, record
 from s3exp._metrics_log import MetricBuffer, RunIdentity
 from s3exp._provenance import provenance
-from s3exp._timers import call_later
+from s3exp._timers import Timer, call_later
 from s3exp.stores import ObjectMeta, Store, open_store
 
 __all__ = ["Run", "Worker", "WorkerStats"]
-
-# Completing without a renewal first is safe while the last renewal is this fresh
-# (as a fraction of the TTL, measured on the local monotonic clock).
-_FRESH_FRACTION = 0.6
-
 
 @dataclass(slots=True)
 class WorkerStats:
@@ -72,10 +69,6 @@ class WorkerStats:
     lost: int = 0
     interrupted: int = 0
     run_ids: list[str] = field(default_factory=list)
-
-
-def _heartbeat_interval(run: Run) -> float:
-    return max(0.05, run.lease.ttl / 3)
 
 
 class _Heartbeat(threading.Thread):
@@ -92,7 +85,7 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:  # noqa: D102 - threading API
         r = self.owner
-        interval = _heartbeat_interval(r)
+        interval = heartbeat_interval(r.lease.ttl)
         while not self.stop_event.is_set():
             if not self._beat(r):
                 return
@@ -137,22 +130,21 @@ class Run:
         self.clock = clock
         self.started_at: datetime = clock.now()
         self._started_mono = clock.monotonic()
-        self._renewed_mono = clock.monotonic()
+        # Freshness is timed from the claim's first send (see "Timing rules" in _leases).
+        self._renewed_mono = claim.sent
         self._lock = threading.RLock()
         self._finished = False
         self._lost = threading.Event()
         self._cancelled = threading.Event()
-        self._owner: int | None = None
-        self._async_sent = False
-        # Whether the heartbeat may raise LeaseLost / Interrupted asynchronously in the
-        # owner thread; the command agent turns it off because it polls check() instead.
-        self._async_stop = True
+        self._async = _AsyncStop()
         self.result: dict[str, Any] | None = None
         self._metrics: MetricBuffer | None = None
         self._heartbeat: _Heartbeat | None = None
         self._hb_lock = threading.Lock()
         self._hb_stopped = False
-        self._hb_timer = call_later(_heartbeat_interval(self), self._start_heartbeat)
+        self._deadline: Timer | None = None
+        first_beat = heartbeat_interval(self.lease.ttl) - self._seconds_since_renewal()
+        self._hb_timer = call_later(first_beat, self._start_heartbeat)
 
     # -- what the user reads --------------------------------------------------------
 
@@ -226,26 +218,16 @@ class Run:
         cancelled, as the heartbeat found; cheap, no request.  Code that spends long in
         one C call can call it between calls."""
         if self._lost.is_set():
-            self._disarm_async()
+            self._async.close()
             raise LeaseLost(self.experiment, self.run_id, self.attempt)
         if self._cancelled.is_set():
-            self._disarm_async()
+            self._async.close()
             raise self._cancel_error()
 
-    def _disarm_async(self) -> None:
-        """In the thread that entered ``with run:``, before it raises LeaseLost or
-        Interrupted itself: cancel the asynchronous copy the heartbeat may have sent and
-        not yet delivered, and let it send no more.  Otherwise the same news would arrive
-        twice, the second time at any bytecode of ``__exit__``, outside the user's
-        ``with`` (seen in the chaos suite: a zombie's ``complete()`` raised LeaseLost, and
-        the heartbeat's copy then escaped the worker loop)."""
-        with self._lock:
-            if self._owner != threading.get_ident():
-                return
-            self._async_stop = False
-            if self._async_sent:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._owner),
-                                                           ctypes.c_void_p(0))
+    def stop_by_polling(self) -> None:
+        """Deliver no exception asynchronously: the caller polls :meth:`check` instead
+        (the command agent, which must stop its child itself)."""
+        self._async.enabled = False
 
     def _cancel_error(self) -> Interrupted:
         cancelled = Interrupted(0)
@@ -270,28 +252,23 @@ class Run:
                                                  new.to_bytes(), self._meta.etag)
         except Conflict:
             self._lost.set()
-            self._disarm_async()  # a no-op in the heartbeat thread
+            self._async.close()  # a no-op in the heartbeat thread
             raise LeaseLost(self.experiment, self.run_id, self.attempt) from None
         self.lease = new
         self._renewed_mono = sent
-
-    def _raise_in_owner(self, exc: BaseException) -> None:
-        with self._lock:
-            if (self._async_stop and self._owner is not None and not self._finished
-                    and not self._async_sent):
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._owner),
-                                                           ctypes.py_object(_async_class(exc)))
-                self._async_sent = True
+        with self._hb_lock:
+            if self._deadline is not None and not self._hb_stopped:
+                self._arm_deadline()
 
     def _on_lost(self) -> None:
         self._lost.set()
-        self._raise_in_owner(LeaseLost(self.experiment, self.run_id, self.attempt))
+        self._async.send(LeaseLost(self.experiment, self.run_id, self.attempt))
         if self._worker is not None:
             self._worker._on_lost(self)
 
     def _on_cancelled(self) -> None:
         self._cancelled.set()
-        self._raise_in_owner(self._cancel_error())
+        self._async.send(self._cancel_error())
         if self._worker is not None:
             self._worker._on_cancelled(self)
 
@@ -300,43 +277,80 @@ class Run:
         with self._hb_lock:
             if self._hb_stopped:
                 return
+            self._arm_deadline()
             self._heartbeat = _Heartbeat(self)
             self._heartbeat.start()
+
+    def _arm_deadline(self) -> None:
+        """(Re)schedule the deadline: ``ttl`` after the last successful lease write's send.
+        Called with ``_hb_lock`` held."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = call_later(self.lease.ttl - self._seconds_since_renewal(), self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        """On the timer thread: no renewal succeeded within the TTL (a reply held up, a
+        suspend, an outage), so another worker may take the run over at any moment.  Stop
+        the body now, even while a renewal is in flight (which holds ``_lock``: the
+        asynchronous stop has a lock of its own)."""
+        if self._finished or self._lost.is_set():
+            return
+        if self._seconds_since_renewal() < self.lease.ttl:
+            with self._hb_lock:  # a renewal landed meanwhile, or an injected clock is slow
+                if not self._hb_stopped:
+                    self._arm_deadline()
+            return
+        self._on_lost()
+
+    def _confirm_claim(self) -> bool:
+        """Before the body starts: a claim whose reply came back after a heartbeat interval
+        may already have been taken over, so renew it first.  False if it was lost."""
+        if self._seconds_since_renewal() < heartbeat_interval(self.lease.ttl):
+            return True
+        try:
+            self._renew()
+            return True
+        except LeaseLost:
+            pass
+        except StoreError:
+            if self._seconds_since_renewal() < self.lease.ttl:
+                return True  # still ours for certain; the heartbeat tries again
+        self._lost.set()
+        self._finish()
+        return False
 
     def _stop_heartbeat(self) -> None:
         with self._hb_lock:
             self._hb_stopped = True
             self._hb_timer.cancel()
+            if self._deadline is not None:
+                self._deadline.cancel()
             hb = self._heartbeat
         if hb is None:
             return
         hb.stop_event.set()
-        if threading.current_thread() is not hb:
+        # A lost run does not wait: its heartbeat may be blocked in a renewal whose reply
+        # is late, and whatever that renewal does, it cannot make the run ours again.
+        if threading.current_thread() is not hb and not self._lost.is_set():
             hb.join(timeout=5)
 
     # -- ending the run -------------------------------------------------------------
 
-    def _ensure_fresh(self) -> None:
-        """Fence before a final write: renew unless the last renewal is recent enough that
-        no other worker can have judged the lease stale yet.  (A cancel that arrives now
-        does not stop a run whose work is done.)"""
-        if self._lost.is_set():
-            self._disarm_async()
-            raise LeaseLost(self.experiment, self.run_id, self.attempt)
-        if self._seconds_since_renewal() > _FRESH_FRACTION * self.lease.ttl:
-            self._write_lease(self.lease.renewed())
-
     def complete(self, metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Record the run's final metrics; the first completion of a run wins.
+        """Record the run's final metrics.
 
-        Raises LeaseLost if this worker no longer holds the run, and RunAlreadyCompleted if
-        another attempt completed it first.
+        The commit is the create-only write of this attempt's result key, which fails if a
+        taker sealed the attempt: then LeaseLost is raised and nothing counts.  (No renewal
+        is needed first, and none is made.)  RunAlreadyCompleted is kept for a result of
+        this attempt written by someone else, which the protocol never produces.
         """
+        self._async.close()  # from here on, news of a lost lease is raised right here
         with self._critical(), self._lock:
             if self._finished:
                 raise S3ExpError(f"{self!r} has already ended")
             self._flush_metrics()  # every row is staged before the result says "done"
-            self._ensure_fresh()
+            if self._lost.is_set():
+                raise LeaseLost(self.experiment, self.run_id, self.attempt)
             ended = self.clock.now()
             body = {
                 "experiment": self.experiment,
@@ -357,21 +371,36 @@ class Run:
                 "duration_s": round(self.clock.monotonic() - self._started_mono, 6),
             }
             data = _dumps(body)
+            key = _keys.result(self.experiment, self.run_id, self.attempt)
             try:
-                self.store.put_if_absent(_keys.result(self.experiment, self.run_id), data)
+                self.store.put_if_absent(key, data)
             except AlreadyExists:
-                self._finish()
-                winner = _loads(self.store.get(_keys.result(self.experiment, self.run_id)).data)
-                raise RunAlreadyCompleted(self.experiment, self.run_id, winner) from None
+                self._refused(key)
             self.result = body
             self._finish()
             if self._worker is not None:
                 self._worker.stats.completed += 1
             return body
 
+    def _refused(self, key: str) -> None:
+        """The commit found this attempt's result key taken: sealed by a taker (LeaseLost),
+        or, never by the protocol, another writer's result (RunAlreadyCompleted)."""
+        blob = self.store.get(key)
+        if blob.data:
+            self._finish()
+            raise RunAlreadyCompleted(self.experiment, self.run_id, _loads(blob.data))
+        self._lost.set()
+        # Sealed, but maybe still ours: the taker may not have moved the lease yet (or lost
+        # its CAS).  Then give the run back now instead of leaving it to expire.
+        with contextlib.suppress(StoreError, LeaseLost):
+            self._write_lease(self.lease.with_state("released", note="fenced"))
+        self._finish()
+        raise LeaseLost(self.experiment, self.run_id, self.attempt)
+
     def fail(self, error: str, *, kind: str = "exception") -> None:
         """Record a failed attempt (``error`` is a traceback or stderr tail) and release the
         run for a retry, or mark it failed when its attempts are spent."""
+        self._async.close()
         with self._critical(), self._lock:
             if self._finished:
                 return
@@ -395,6 +424,7 @@ class Run:
 
     def release_interrupted(self, reason: str = "interrupted") -> None:
         """Give the run back without counting an attempt (preemption, cancel)."""
+        self._async.close()
         with self._critical(), self._lock:
             if self._finished:
                 return
@@ -425,18 +455,12 @@ class Run:
     # -- context manager ------------------------------------------------------------
 
     def __enter__(self) -> Run:
-        with self._lock:
-            self._owner = threading.get_ident()
+        self._async.bind()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:
-        with self._lock:
-            self._owner = None
-            if self._async_sent:
-                # Clear an asynchronous LeaseLost that has not been delivered yet.
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()),
-                                                           ctypes.c_void_p(0))
+        self._async.close()  # clears an asynchronous LeaseLost that was not delivered yet
         worker = self._worker
         if exc_type is not None and issubclass(exc_type, LeaseLost) or self._lost.is_set():
             self._finish()
@@ -621,12 +645,16 @@ class Worker:
         run: Run | None = None
         with self.deferring_signals():
             for claimer in self.claimers:
-                claim = claimer.try_claim(prefer)
-                if claim is not None:
-                    run = Run(self.store, claim, self.clock, self)
+                while run is None and (claim := claimer.try_claim(prefer)) is not None:
+                    candidate = Run(self.store, claim, self.clock, self)
                     self.stats.claimed += 1
+                    if not candidate._confirm_claim():
+                        self.stats.lost += 1  # its reply came late, and it had been taken over
+                        continue
+                    run = candidate
                     self.stats.run_ids.append(run.run_id)
                     self._last_dataset = run.dataset
+                if run is not None:
                     break
             if run is not None and self._pending_signal is not None:
                 run.release_interrupted(f"signal {self._pending_signal}")
@@ -698,6 +726,51 @@ def _warm_up() -> None:
     first run it holds a lease on."""
     if "pandas" not in sys.modules:
         pa.array([0.0])
+
+
+class _AsyncStop:
+    """Raises LeaseLost or Interrupted in the thread that entered ``with run:``, from
+    another thread (the heartbeat, the deadline timer), at that thread's next bytecode
+    (``PyThreadState_SetAsyncExc``; a long C call such as one training step finishes
+    first).  At most one exception is sent per run.
+
+    Its own lock, held for no I/O: the heartbeat may be blocked in a renewal for as long as
+    a reply takes, and the deadline must still get through.  ``close()``, called by the
+    owner thread before it raises such news itself, writes a final record or leaves
+    ``with run:``, cancels an exception sent and not yet delivered and lets none be sent
+    after: otherwise the same news would arrive twice, the second time at any bytecode of
+    ``__exit__``, outside the user's ``with`` (seen in the chaos suite), or in the middle
+    of a final write.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+        self._sent = False
+        self._closed = False
+        self.enabled = True
+        """False: nothing is sent (the owner polls ``Run.check()`` instead)."""
+
+    def bind(self) -> None:
+        with self._lock:
+            self._owner = threading.get_ident()
+
+    def send(self, exc: BaseException) -> None:
+        with self._lock:
+            if not self.enabled or self._closed or self._sent or self._owner is None:
+                return
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._owner),
+                                                       ctypes.py_object(_async_class(exc)))
+            self._sent = True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._owner != threading.get_ident():
+                return  # only the owner closes (the heartbeat thread may call it: no-op)
+            self._closed = True
+            if self._sent:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._owner),
+                                                           ctypes.c_void_p(0))
 
 
 def _async_class(exc: BaseException) -> type[BaseException]:

@@ -237,6 +237,14 @@ def read_json(store: Store, key: str) -> dict[str, Any] | None:
     return out
 
 
+def read_result(store: Store, exp: str, run_id: str) -> dict[str, Any] | None:
+    """The run's committed result (the one non-empty ``result-NNNN.json``), or None."""
+    prefix = f"runs/{exp}/{run_id}/result-"
+    committed = [m for m in store.list(prefix) if m.size > 0]
+    assert len(committed) <= 1, f"{run_id}: several committed results {committed}"
+    return read_json(store, committed[0].key) if committed else None
+
+
 def run_keys(store: Store, exp: str, run_id: str) -> list[str]:
     prefix = f"runs/{exp}/{run_id}/"
     return [m.key[len(prefix):] for m in store.list(prefix)]

@@ -478,7 +478,7 @@ def test_worker_processes_run_every_run_once_under_numbered_worker_ids(root: Pat
     proc = run_cli("worker", "fan", "--store", str(root), "--processes", "2", "--worker-id", "lab",
                    "--", sys.executable, "-c", "import time; time.sleep(0.05)", timeout=120)
     assert proc.returncode == 0, proc.stderr
-    bodies = [json.loads(p.read_text()) for p in (root / "runs" / "fan").glob("*/result.json")]
+    bodies = [json.loads(p.read_text()) for p in (root / "runs" / "fan").glob("*/result-0001.json")]
     assert len(bodies) == 12 and len({b["run_id"] for b in bodies}) == 12
     assert {b["worker"] for b in bodies} <= {"lab-1", "lab-2"}
     assert "s3exp worker lab-1:" in proc.stderr and "s3exp worker lab-2:" in proc.stderr

@@ -99,7 +99,7 @@ KEYS: dict[str, str] = {
     "spec": _keys.spec("exp"),
     "control": _keys.control("exp"),
     "lease": _keys.lease("exp", "ds__m__r0"),
-    "result": _keys.result("exp", "ds__m__r0"),
+    "result": _keys.result("exp", "ds__m__r0", 1),
     "error": _keys.error("exp", "ds__m__r0", 3),
     "interrupt": _keys.interrupt("exp", "ds__m__r0", 2),
     "shard": _keys.shard("exp", "ds__m__r0", 1, 7),

@@ -81,7 +81,7 @@ def _held_by(store: Store, run_id: str, worker_id: str, attempt: int) -> Lease |
 
 
 def _result(store: Store, run_id: str) -> dict[str, Any] | None:
-    return rw.read_json(store, f"runs/{EXP}/{run_id}/result.json")
+    return rw.read_result(store, EXP, run_id)
 
 
 def _check_expired_takeover(store: Store, run_id: str, dead_worker: str, taker: str,
@@ -93,7 +93,10 @@ def _check_expired_takeover(store: Store, run_id: str, dead_worker: str, taker: 
     lease = rw.read_lease(store, EXP, run_id)
     assert lease is not None
     assert (lease.attempt, lease.failures, lease.worker.id) == (2, 1, taker)
-    assert sorted(rw.run_keys(store, EXP, run_id)) == ["error-0001.json", "lease.json", "result.json"]
+    # attempt 1 was sealed (empty result-0001) before it was taken over
+    assert sorted(rw.run_keys(store, EXP, run_id)) == ["error-0001.json", "lease.json",
+                                                       "result-0001.json", "result-0002.json"]
+    assert store.head(f"runs/{EXP}/{run_id}/result-0001.json").size == 0
     err = rw.read_json(store, f"runs/{EXP}/{run_id}/error-0001.json")
     assert err is not None
     assert err["attempt"] == 1 and err["worker"]["id"] == dead_worker
@@ -327,7 +330,9 @@ def test_failing_run_ends_failed_keeps_tracebacks_and_reset_makes_it_claimable(
     assert (stats["claimed"], stats["failed"], stats["completed"]) == (3, 3, 0)
 
     errors = [f"error-{n:04d}.json" for n in (1, 2, 3)]
-    assert sorted(rw.run_keys(store, EXP, run_id)) == [*errors, "lease.json"]
+    # attempts 1 and 2 were sealed before each reclaim; attempt 3 ended failed by itself
+    assert sorted(rw.run_keys(store, EXP, run_id)) == [*errors, "lease.json", "result-0001.json",
+                                                       "result-0002.json"]
     history = {name: store.get(f"runs/{EXP}/{run_id}/{name}").data for name in errors}
     for n, name in enumerate(errors, 1):
         rec = json.loads(history[name])
@@ -360,7 +365,8 @@ def test_failing_run_ends_failed_keeps_tracebacks_and_reset_makes_it_claimable(
     assert again.report()["stats"]["completed"] == 1
     result = _result(store, run_id)
     assert result is not None and (result["attempt"], result["worker"]) == (4, "w2")
-    assert sorted(rw.run_keys(store, EXP, run_id)) == [*errors, "lease.json", "result.json"]
+    seals = [f"result-{a:04d}.json" for a in (1, 2, 3)]
+    assert sorted(rw.run_keys(store, EXP, run_id)) == [*errors, "lease.json", *seals, "result-0004.json"]
     for name, data in history.items():
         assert store.get(f"runs/{EXP}/{run_id}/{name}").data == data
 
@@ -378,7 +384,7 @@ def _check_preempted_and_picked_up(store: Store, run_id: str, victim: str, taker
     assert lease is not None
     assert (lease.attempt, lease.failures) == (2, 0)  # an interruption is not a failure
     assert sorted(rw.run_keys(store, EXP, run_id)) == ["interrupt-0001.json", "lease.json",
-                                                       "result.json"]
+                                                       "result-0001.json", "result-0002.json"]
     rec = rw.read_json(store, f"runs/{EXP}/{run_id}/interrupt-0001.json")
     assert rec is not None
     assert (rec["kind"], rec["attempt"], rec["worker"]["id"]) == ("interrupt", 1, victim)

@@ -73,13 +73,13 @@ def test_16_workers_drain_400_runs_each_exactly_once(target: tuple[rw.Where, Sto
         run_id, _, name = m.key[len(f"runs/{EXP}/"):].partition("/")
         by_run.setdefault(run_id, set()).add(name)
     assert sorted(by_run) == sorted(run_ids)
-    extra = {r: names for r, names in by_run.items() if names != {"lease.json", "result.json"}}
+    extra = {r: names for r, names in by_run.items() if names != {"lease.json", "result-0001.json"}}
     assert not extra, f"runs with other records than one lease and one result: {extra}"
 
     holder: dict[str, tuple[str, str]] = {}
     for run_id in run_ids:
         lease = rw.read_lease(store, EXP, run_id)
-        result = rw.read_json(store, f"runs/{EXP}/{run_id}/result.json")
+        result = rw.read_json(store, f"runs/{EXP}/{run_id}/result-0001.json")
         assert lease is not None and result is not None
         # attempt 1 and no takeover: the one create-only claim was the only lease ever held
         assert (lease.state, lease.attempt, lease.failures) == ("running", 1, 0), lease

@@ -104,3 +104,60 @@ def test_a_long_run_still_gets_its_heartbeat_and_flusher(tmp_path: Path,
     assert beats == [1]  # one heartbeat thread for the run
     lease = json.loads(store.get(_keys.lease("t", run.run_id)).data)
     assert lease["renewals"] >= 2
+
+
+# -- suspend: the clock that counts it, and a timer thread that notices it --------------
+
+
+def test_the_system_clock_counts_suspend() -> None:
+    """On Linux the intervals of a lease are read on CLOCK_BOOTTIME, which goes on while
+    the machine sleeps (CLOCK_MONOTONIC, behind time.monotonic(), does not)."""
+    import sys
+
+    from s3exp import _clock
+
+    if sys.platform.startswith("linux"):
+        assert _clock.ELAPSED_SOURCE == "boottime"
+        before = time.clock_gettime(time.CLOCK_BOOTTIME)
+        reading = _clock.SystemClock().monotonic()
+        assert before <= reading <= time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def test_the_second_opinion_follows_the_wall_clock_when_monotonic_stands_still(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Elsewhere: a suspend shows up as wall time passing while the monotonic clock does
+    not; the reading takes the larger advance, and never goes back."""
+    from s3exp import _clock
+
+    mono, wall = [100.0], [5000.0]
+    monkeypatch.setattr(_clock.time, "monotonic", lambda: mono[0])
+    monkeypatch.setattr(_clock.time, "time", lambda: wall[0])
+    clock = _clock._SecondOpinion()
+    start = clock()
+    mono[0] += 1.0
+    wall[0] += 1.0
+    assert clock() == pytest.approx(start + 1.0)
+    wall[0] += 3600.0  # an hour asleep
+    assert clock() == pytest.approx(start + 3601.0)
+    wall[0] -= 7200.0  # the wall clock set back: monotonic still counts
+    mono[0] += 2.0
+    assert clock() == pytest.approx(start + 3603.0)
+
+
+def test_a_deadline_that_passed_during_a_suspend_fires_within_a_second(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timer thread sleeps on CLOCK_MONOTONIC, which a suspend stops; it wakes at
+    least every MAX_SLEEP to read the suspend-counting clock again.  Modelled by moving
+    that clock forward an hour while the thread sleeps towards a timer an hour away."""
+    from s3exp import _timers
+
+    offset = [0.0]
+    real = _timers.elapsed
+    monkeypatch.setattr(_timers, "elapsed", lambda: real() + offset[0])
+    fired = threading.Event()
+    call_later(3600.0, fired.set)
+    time.sleep(0.1)  # the thread is now asleep towards that deadline
+    offset[0] = 3600.0  # the machine "slept" for an hour
+    woke = time.monotonic()
+    assert fired.wait(5 * _timers.MAX_SLEEP)
+    assert time.monotonic() - woke <= _timers.MAX_SLEEP + 0.5

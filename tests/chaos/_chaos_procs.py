@@ -14,29 +14,38 @@ Roles:
 Every role writes a JSON report at a clean exit.  Errors that end a role are in the
 report; a SIGKILLed process writes none, which is the point.
 
-The ledger: for every lease or result write that the store confirmed, one JSON line
-``{kind, run_id, attempt, token, state, t, worker, pid}`` where ``t`` is the wall time
-taken *before* the request was sent.  The parent's checker turns the lines of one attempt
-into the interval [first, last] during which it held the lease.  Lines are appended with
-one ``write`` to an ``O_APPEND`` descriptor, so a SIGKILL loses at most the line of a write
-in flight, never half a line.
+The ledger, one JSON line per event, each with ``run_id, attempt, t, worker, pid``
+(``t`` is the wall time; for a write, taken *before* the request was sent):
+
+``lease``    a lease write the store confirmed (with ``token`` and ``state``);
+``result``   a commit (a non-empty ``result-NNNN.json``) the store confirmed;
+``refused``  a commit the store refused (the attempt had been sealed);
+``seal``     a seal (an empty ``result-NNNN.json``) this process created, as a taker;
+``begin`` / ``end``   the user's body of a run started / stopped computing.
+
+The parent's checker turns the lease lines of one attempt into the interval [first, last]
+during which it held the lease, and the body lines into the intervals it executed.
+Lines are appended with one ``write`` to an ``O_APPEND`` descriptor, so a SIGKILL loses
+at most the line of a write in flight, never half a line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from s3exp import compact
-from s3exp._errors import RunAlreadyCompleted, S3ExpError
-from s3exp._worker import Worker
+from s3exp._errors import AlreadyExists, RunAlreadyCompleted, S3ExpError
+from s3exp._worker import Run, Worker
 from s3exp.stores import ObjectMeta, S3Store, Store
 
 from .._delegating_store import DelegatingStore
@@ -48,34 +57,57 @@ def open_store(where: dict[str, str]) -> S3Store:
 
 
 class LedgerStore(DelegatingStore):
-    """A store that records, in a per-process ledger file, every confirmed lease or
-    result write: what the checker proves "no two attempts overlapped" from."""
+    """A store that records, in a per-process ledger file, every confirmed lease write and
+    every commit or seal of a result key: what the checker proves its verdicts from."""
 
     def __init__(self, inner: Store, ledger: Path, worker: str) -> None:
         super().__init__(inner)
         self.worker = worker
         self._fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-    def _note(self, key: str, data: bytes, sent: float) -> None:
-        name = key.rsplit("/", 1)[-1]
-        if name not in ("lease.json", "result.json"):
-            return
-        body = json.loads(data)
-        line = {"kind": name[:-5], "run_id": body["run_id"], "attempt": body["attempt"],
-                "token": body["token"], "state": body.get("state", body.get("status")),
-                "t": sent, "worker": self.worker, "pid": os.getpid()}
+    def note(self, kind: str, run_id: str, attempt: int, t: float, **extra: Any) -> None:
+        line = {"kind": kind, "run_id": run_id, "attempt": attempt, "t": t,
+                "worker": self.worker, "pid": os.getpid(), **extra}
         os.write(self._fd, (json.dumps(line) + "\n").encode())
+
+    @contextlib.contextmanager
+    def body(self, run: Run) -> Iterator[None]:
+        """Around the user's computation inside ``with run:``."""
+        self.note("begin", run.run_id, run.attempt, time.time(), token=run.lease.token)
+        try:
+            yield
+        finally:
+            self.note("end", run.run_id, run.attempt, time.time(), token=run.lease.token)
+
+    def _note_write(self, key: str, data: bytes, sent: float, refused: bool = False) -> None:
+        name = key.rsplit("/", 1)[-1]
+        if name == "lease.json" and not refused:
+            body = json.loads(data)
+            self.note("lease", body["run_id"], body["attempt"], sent, token=body["token"],
+                      state=body["state"])
+        elif name.startswith("result-"):
+            run_id, attempt = key.split("/")[-2], int(name[len("result-"):-len(".json")])
+            if not data:
+                if not refused:
+                    self.note("seal", run_id, attempt, sent)
+                return
+            self.note("refused" if refused else "result", run_id, attempt, sent,
+                      token=json.loads(data)["token"])
 
     def put_if_absent(self, key: str, data: bytes) -> ObjectMeta:
         sent = time.time()
-        meta = self.inner.put_if_absent(key, data)
-        self._note(key, data, sent)
+        try:
+            meta = self.inner.put_if_absent(key, data)
+        except AlreadyExists:
+            self._note_write(key, data, sent, refused=True)
+            raise
+        self._note_write(key, data, sent)
         return meta
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> ObjectMeta:
         sent = time.time()
         meta = self.inner.put_if_match(key, data, etag)
-        self._note(key, data, sent)
+        self._note_write(key, data, sent)
         return meta
 
     def close(self) -> None:
@@ -90,9 +122,10 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     lo, hi = cfg["sleep_ms"]
     for run in w:
         with run:
-            for step in range(cfg["steps"]):
-                run.log({"loss": 1.0 / (step + 1)}, step=step)
-            time.sleep(rng.uniform(lo, hi) / 1000)
+            with store.body(run):
+                for step in range(cfg["steps"]):
+                    run.log({"loss": 1.0 / (step + 1)}, step=step)
+                time.sleep(rng.uniform(lo, hi) / 1000)
             try:
                 run.complete({"steps": cfg["steps"]})
             except RunAlreadyCompleted as e:  # (a zombie; `with run` would say nothing)

@@ -1,20 +1,28 @@
 """The chaos scenario's independent checker.
 
-It trusts no worker's report.  It reads the store directly (not through the fault proxy)
-and the per-process ledgers, and proves:
+It trusts no worker's report.  It reads the store directly (not through the fault proxy),
+the per-process ledgers and the harness's log of the signals it sent, and proves:
 
-1. every run completed exactly once: each of the spec's N runs has its ``result.json``
-   (S3 keys are unique, so one each), and no other run id has one;
-2. no two attempts of one run overlapped in time as lease holders: an attempt's interval
+1. every run completed exactly once: each of the spec's N runs has exactly one non-empty
+   ``result-NNNN.json`` (a commit), and no other run id has one;
+2. the winning attempt w held the live lease at its commit: every earlier attempt is
+   sealed (its result key exists and is empty), the lease's attempt is still w, no
+   ledger shows a lease write of an attempt after w, and no attempt other than w had a
+   commit confirmed;
+3. no two attempts of one run overlapped in time as lease holders: an attempt's interval
    is [first, last] of its confirmed lease writes, each stamped with the wall time taken
    before the request was sent; attempt k's last precedes attempt k+1's first.  Each
    attempt number belongs to one token (one execution), and the winning result's
    (attempt, token) is one that held the lease;
-3. the compacted metrics (after a final clean compaction) hold exactly the winning
-   attempts' rows: N·M rows, no (run_id, step, name) twice, every row's attempt the one
-   in result.json; what a lister of ``metrics/`` sees is exactly what the manifest lists,
-   and no pending part is left;
-4. every error record has its traceback or reason text.
+4. no two attempts' bodies executed at the same time for longer than ``OVERLAP_BOUND_S``
+   (the documented bound: design.md, "What is guaranteed").  A body executes from its
+   ``begin`` to its ``end`` line (or its process's SIGKILL), minus the time its process
+   was SIGSTOPped;
+5. the compacted metrics (after a final clean compaction) hold exactly the winning
+   attempts' rows: N·M rows, no (run_id, step, name) twice, every row's attempt the
+   winner's; what a lister of ``metrics/`` sees is exactly what the manifest lists, and no
+   pending part is left;
+6. every error record has its traceback or reason text.
 
 Violations are collected, not raised one by one, so a failure shows all of them.
 """
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +43,14 @@ import pyarrow.parquet as pq
 from s3exp import _keys
 from s3exp._compaction import read_manifest
 from s3exp._expansion import expand
+from s3exp._leases import Lease
 from s3exp._specs import ExperimentSpec
 from s3exp.stores import Store
 
-__all__ = ["CheckReport", "check", "read_ledgers"]
+__all__ = ["OVERLAP_BOUND_S", "CheckReport", "check", "read_ledgers"]
+
+OVERLAP_BOUND_S = 1.0
+"""How long a zombie's body may still execute beside the live attempt's (see 4 above)."""
 
 
 @dataclass
@@ -48,6 +61,13 @@ class CheckReport:
     takeovers: int = 0
     """Attempts that began by taking over an expired lease ("lease expired" records)."""
     max_attempt: int = 0
+    sealed: int = 0
+    """Attempts fenced out by an empty result key."""
+    commits_refused: int = 0
+    """Commits (result writes) the store refused, from the ledgers: fenced zombies."""
+    bodies: int = 0
+    max_overlap_s: float = 0.0
+    """The longest time two attempts' bodies of one run executed at once."""
     metric_rows: int = 0
     error_records: Counter[str] = field(default_factory=Counter)
     interrupt_records: int = 0
@@ -59,6 +79,8 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         return {"runs": self.runs, "results": self.results, "attempts_seen": self.attempts_seen,
                 "takeovers": self.takeovers, "max_attempt": self.max_attempt,
+                "sealed": self.sealed, "commits_refused": self.commits_refused,
+                "bodies": self.bodies, "max_overlap_s": round(self.max_overlap_s, 6),
                 "metric_rows": self.metric_rows, "error_records": dict(self.error_records),
                 "interrupt_records": self.interrupt_records, "ledger_lines": self.ledger_lines,
                 "min_gap_s": self.min_gap_s, "violations": len(self.violations)}
@@ -78,7 +100,70 @@ def _read_parquet(data: bytes) -> pa.Table:
     return pq.read_table(io.BytesIO(data))
 
 
-def check(store: Store, spec: ExperimentSpec, ledger_paths: list[Path], steps: int) -> CheckReport:
+Interval = tuple[float, float]
+
+
+def _measure(intervals: list[Interval]) -> float:
+    return sum(max(0.0, b - a) for a, b in intervals)
+
+
+def _intersect(xs: list[Interval], ys: list[Interval]) -> list[Interval]:
+    return [(max(a, c), min(b, d)) for a, b in xs for c, d in ys if max(a, c) < min(b, d)]
+
+
+def _executing(begin: float, end: float, stops: list[Interval]) -> list[Interval]:
+    """[begin, end] minus the times the process was stopped."""
+    out, at = [], begin
+    for s0, s1 in sorted(stops):
+        if s1 <= at or s0 >= end:
+            continue
+        if s0 > at:
+            out.append((at, s0))
+        at = max(at, s1)
+    if at < end:
+        out.append((at, end))
+    return out
+
+
+def _bodies(lines: list[dict[str, Any]], signals: list[dict[str, Any]]
+            ) -> dict[str, dict[int, list[Interval]]]:
+    """For each run and attempt, the intervals during which its body executed."""
+    killed: dict[int, float] = {}
+    stops: dict[int, list[Interval]] = defaultdict(list)
+    stopped_at: dict[int, float] = {}
+    for sig in sorted(signals, key=lambda x: x["t"]):
+        pid, t = int(sig["pid"]), float(sig["t"])
+        if sig["sig"] == "KILL":
+            killed.setdefault(pid, t)
+        elif sig["sig"] == "STOP":
+            stopped_at[pid] = t
+        elif sig["sig"] == "CONT" and pid in stopped_at:
+            stops[pid].append((stopped_at.pop(pid), t))
+    for pid, t in stopped_at.items():  # stopped and never continued: until its kill
+        stops[pid].append((t, killed.get(pid, math.inf)))
+    last_seen: dict[int, float] = defaultdict(float)
+    for ln in lines:
+        last_seen[int(ln["pid"])] = max(last_seen[int(ln["pid"])], float(ln["t"]))
+    begins: dict[tuple[str, int, int], float] = {}
+    ends: dict[tuple[str, int, int], float] = {}
+    for ln in lines:
+        key = (ln["run_id"], int(ln["attempt"]), int(ln["pid"]))
+        if ln["kind"] == "begin":
+            begins[key] = float(ln["t"])
+        elif ln["kind"] == "end":
+            ends[key] = float(ln["t"])
+    out: dict[str, dict[int, list[Interval]]] = defaultdict(lambda: defaultdict(list))
+    for (rid, attempt, pid), b in begins.items():
+        e = min(ends.get((rid, attempt, pid), math.inf), killed.get(pid, math.inf))
+        if e == math.inf:  # neither ended nor killed (it exited another way): its last word
+            e = last_seen[pid]
+        out[rid][attempt].extend(_executing(b, max(b, e), stops.get(pid, [])))
+    return out
+
+
+def check(store: Store, spec: ExperimentSpec, ledger_paths: list[Path], steps: int,
+          signals: list[dict[str, Any]] | None = None) -> CheckReport:
+    """``signals``: the harness's log of ``{pid, sig: KILL | STOP | CONT, t}``."""
     exp = spec.name
     rep = CheckReport()
     bad = rep.violations
@@ -86,26 +171,42 @@ def check(store: Store, spec: ExperimentSpec, ledger_paths: list[Path], steps: i
     rep.runs = len(expected)
 
     # -- 1. every run completed exactly once ----------------------------------------
-    by_run: dict[str, set[str]] = defaultdict(set)
+    by_run: dict[str, dict[str, int]] = defaultdict(dict)
     prefix = _keys.runs_prefix(exp)
     for m in store.list(prefix):
         run_id, _, name = m.key[len(prefix):].partition("/")
-        by_run[run_id].add(name)
+        by_run[run_id][name] = m.size
     unknown = set(by_run) - expected
     if unknown:
         bad.append(f"objects for run ids the spec does not have: {sorted(unknown)[:5]}")
     results: dict[str, dict[str, Any]] = {}
     for rid in sorted(expected):
-        if "result.json" not in by_run.get(rid, set()):
-            bad.append(f"{rid}: no result.json")
-            continue
-        body = json.loads(store.get(_keys.result(exp, rid)).data)
-        if body.get("run_id") != rid or body.get("status") != "done":
-            bad.append(f"{rid}: result.json is not a done record of this run: {body}")
+        names = by_run.get(rid, {})
+        outcomes = {int(n[len("result-"):-len(".json")]): size for n, size in names.items()
+                    if n.startswith("result-")}
+        committed = sorted(a for a, size in outcomes.items() if size > 0)
+        rep.sealed += sum(1 for size in outcomes.values() if size == 0)
+        if len(committed) != 1:
+            bad.append(f"{rid}: {len(committed)} committed results (attempts {committed}), "
+                       "expected exactly one")
+            if not committed:
+                continue
+        w = committed[0]
+        body = json.loads(store.get(_keys.result(exp, rid, w)).data)
+        if body.get("run_id") != rid or body.get("status") != "done" or body.get("attempt") != w:
+            bad.append(f"{rid}: result-{w:04d} is not a done record of this run and attempt: {body}")
         results[rid] = body
+        # -- 2. the winner held the live lease at its commit (from the store) ----------
+        unsealed = [a for a in range(1, w) if outcomes.get(a) != 0]
+        if unsealed:
+            bad.append(f"{rid}: attempt {w} won, but earlier attempts {unsealed} were never "
+                       "sealed: the lease moved on without fencing them")
+        lease = Lease.from_bytes(store.get(_keys.lease(exp, rid)).data)
+        if lease.attempt != w:
+            bad.append(f"{rid}: attempt {w} committed, but the lease is at attempt {lease.attempt}")
     rep.results = len(results)
 
-    # -- 4. error records carry their traceback or reason ----------------------------
+    # -- 6. error records carry their traceback or reason ----------------------------
     for rid, names in sorted(by_run.items()):
         for name in sorted(names):
             if name.startswith("interrupt-"):
@@ -129,13 +230,18 @@ def check(store: Store, spec: ExperimentSpec, ledger_paths: list[Path], steps: i
                 bad.append(f"{rid}/{name}: names another run or attempt: {body.get('run_id')} "
                            f"{body.get('attempt')}")
 
-    # -- 2. no two attempts of a run overlapped as lease holders -----------------------
+    # -- 3. no two attempts of a run overlapped as lease holders -----------------------
     lines = read_ledgers(ledger_paths)
     rep.ledger_lines = len(lines)
     held: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    commits: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for line in lines:
         if line["kind"] == "lease":
             held[line["run_id"]][int(line["attempt"])].append(line)
+        elif line["kind"] == "result":
+            commits[line["run_id"]].append(line)
+        elif line["kind"] == "refused":
+            rep.commits_refused += 1
     gaps: list[float] = []
     for rid, attempts in sorted(held.items()):
         rep.attempts_seen += len(attempts)
@@ -159,12 +265,35 @@ def check(store: Store, spec: ExperimentSpec, ledger_paths: list[Path], steps: i
             if win[1] not in tokens_of.get(win[0], set()):
                 bad.append(f"{rid}: the result's attempt {win[0]} (token {win[1]}) never held "
                            "the lease according to the ledgers")
+            later = sorted(a for a in attempts if a > win[0])
+            if later:
+                bad.append(f"{rid}: attempt {win[0]} won, but the ledgers show later attempts "
+                           f"{later} holding the lease")
+    for rid, confirmed in sorted(commits.items()):
+        winner = results.get(rid, {}).get("attempt")
+        others = sorted({int(c["attempt"]) for c in confirmed} - {winner})
+        if others:
+            bad.append(f"{rid}: commits of attempts {others} were confirmed, but attempt "
+                       f"{winner} won")
     missing = sorted(set(results) - set(held))
     if missing:
         bad.append(f"{len(missing)} completed runs have no lease write in any ledger: {missing[:5]}")
     rep.min_gap_s = round(min(gaps), 6) if gaps else None
 
-    # -- 3. the compacted metrics hold exactly the winning attempts' rows -------------
+    # -- 4. bodies of two attempts did not execute together beyond the bound ----------
+    for rid, by_attempt in sorted(_bodies(lines, signals or []).items()):
+        rep.bodies += len(by_attempt)
+        ordered = sorted(by_attempt)
+        for i, a in enumerate(ordered):
+            for b in ordered[i + 1:]:
+                live = [(min(x for x, _ in by_attempt[b]), max(y for _, y in by_attempt[b]))]
+                both = _measure(_intersect(by_attempt[a], live))
+                rep.max_overlap_s = max(rep.max_overlap_s, both)
+                if both > OVERLAP_BOUND_S:
+                    bad.append(f"{rid}: attempt {a}'s body executed {both:.3f}s while attempt "
+                               f"{b}'s was running (bound {OVERLAP_BOUND_S}s)")
+
+    # -- 5. the compacted metrics hold exactly the winning attempts' rows -------------
     manifest = read_manifest(store, exp)
     winners = {rid: int(body["attempt"]) for rid, body in results.items()}
     if manifest.runs != winners:

@@ -19,9 +19,13 @@ Faults, chosen per request with a seeded RNG at configurable rates (:class:`Faul
                   client's connection is reset without a byte of it: the server applied the
                   request, the client cannot know.  For a conditional PUT this is the
                   "applied but unacknowledged" write.
+``hold_reply``    the request is forwarded, the server's whole reply is read, and the reply
+                  is held for ``hold`` seconds before it is sent: the server applied the
+                  write long before the client hears so (a claim whose reply comes back
+                  after its lease has expired and been taken over).
 
 Faults may be limited to methods (``methods={"PUT"}``), to paths matching a regular
-expression, to a number of faults (``limit``), and to the first attempt of each distinct
+expression, to requests carrying a header (``If-None-Match: *``: creates), to a number of faults (``limit``), and to the first attempt of each distinct
 request (``first_attempt_only``: keyed by method, path, the ``If-Match`` /
 ``If-None-Match`` headers and the body, so a client's retry of the same request gets
 through while every new write, a renewal of the same key say, is faulted again).
@@ -51,9 +55,9 @@ from urllib.parse import urlsplit
 
 __all__ = ["FAULT_KINDS", "FaultConfig", "FaultKind", "FaultProxy", "Request"]
 
-FaultKind = Literal["slowdown", "internal", "latency", "reset_before", "reset_after"]
+FaultKind = Literal["slowdown", "internal", "latency", "reset_before", "reset_after", "hold_reply"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("slowdown", "internal", "latency", "reset_before",
-                                      "reset_after")
+                                      "reset_after", "hold_reply")
 
 _MAX_HEAD = 64 * 1024
 
@@ -68,12 +72,19 @@ class FaultConfig:
     """Only requests with these methods are eligible (None: every method)."""
     path: str | None = None
     """Only requests whose path (with query) matches this regular expression are eligible."""
+    header: tuple[str, str] | None = None
+    """Only requests with this header (lower-case name) and value are eligible, for example
+    ``("if-none-match", "*")`` for creates."""
     limit: int | None = None
     """Stop injecting after this many faults (None: no limit)."""
     first_attempt_only: bool = False
     """Fault only the first of identical requests (method, path, conditions, body)."""
     latency: tuple[float, float] = (0.05, 0.4)
     """Range of the added delay in seconds."""
+    hold: float = 6.0
+    """How long a ``hold_reply`` fault holds the server's reply, in seconds."""
+    hold_methods: frozenset[str] = frozenset({"PUT"})
+    """``hold_reply`` is injected only into requests with these methods (writes)."""
 
     def __post_init__(self) -> None:
         unknown = set(self.rates) - set(FAULT_KINDS)
@@ -328,6 +339,8 @@ class FaultProxy:
                 return None
             if cfg.path is not None and not re.search(cfg.path, req.target):
                 return None
+            if cfg.header is not None and req.headers.get(cfg.header[0]) != cfg.header[1]:
+                return None
             if cfg.limit is not None and self._injected_under_config >= cfg.limit:
                 return None
             if cfg.first_attempt_only:
@@ -342,7 +355,7 @@ class FaultProxy:
                 if u < acc:
                     chosen = kind
                     break
-            if chosen is None:
+            if chosen is None or (chosen == "hold_reply" and req.method not in cfg.hold_methods):
                 return None
             self._injected_under_config += 1
             self._faults[chosen] += 1
@@ -394,6 +407,8 @@ class FaultProxy:
                 if fault == "reset_after":
                     _reset(sock, f)  # the server applied it; the client never hears so
                     return
+                if fault == "hold_reply":
+                    time.sleep(self.config.hold)  # applied; the client hears so much later
                 sock.sendall(reply)
                 if not keep or headers.get("connection", "").lower() == "close":
                     return

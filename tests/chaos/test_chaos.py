@@ -3,7 +3,9 @@ compactors, then an independent checker.
 
 Everything goes through the fault proxy (``fault_proxy.py``) in front of a real
 SeaweedFS: 5% of requests get a fault (503 SlowDown, 500 InternalError, added latency,
-a reset before the request is forwarded, or a reset after the server applied it).
+a reset before the request is forwarded, or a reset after the server applied it), and
+3% of writes are applied with their reply held for twice the TTL (a claim that lands,
+expires and is taken over before its worker hears it landed).
 
 * W Python-API workers (``s3exp.Worker``, separate processes) drain N runs; each run logs
   M metric steps with ``run.log``, sleeps a few ms and completes.  Leases are short
@@ -51,7 +53,7 @@ from s3exp._seaweed import SeaweedServer
 
 from .checker import check
 from .conftest import Stores
-from .fault_proxy import FaultConfig, FaultProxy
+from .fault_proxy import FAULT_KINDS, FaultConfig, FaultProxy
 
 REPO = Path(__file__).resolve().parents[2]
 EXP = "chaos"
@@ -65,6 +67,8 @@ class Size:
     steps: int
     compactors: int
     fault_rate: float = 0.05
+    hold_rate: float = 0.03
+    """Of the writes: applied, with the reply held for ``2 * ttl``."""
     ttl: float = 3.0
     kill_every: tuple[float, float] = (2.0, 4.0)
     sleep_ms: tuple[int, int] = (1, 10)
@@ -94,8 +98,10 @@ SIZE = chosen_size()
 class Child:
     """One child process of the scenario (see ``_chaos_procs``)."""
 
-    def __init__(self, role: str, name: str, cfg: dict[str, Any], logdir: Path) -> None:
+    def __init__(self, role: str, name: str, cfg: dict[str, Any], logdir: Path,
+                 signal_log: list[dict[str, Any]]) -> None:
         self.role, self.name = role, name
+        self.signal_log = signal_log
         self.report_path = logdir / f"{name}.report.json"
         self.err_path = logdir / f"{name}.err"
         cfg = {**cfg, "report": str(self.report_path)}
@@ -112,7 +118,11 @@ class Child:
         return self.popen.poll() is None
 
     def signal(self, signum: int) -> None:
+        """Send ``signum`` and log it for the checker (which subtracts stopped time from a
+        body's execution and ends it at a SIGKILL)."""
         if self.alive:
+            self.signal_log.append({"pid": self.popen.pid, "t": time.time(),
+                                    "sig": signal.Signals(signum).name.removeprefix("SIG")})
             os.kill(self.popen.pid, signum)
 
     def kill(self) -> None:
@@ -146,6 +156,7 @@ class Scenario:
         self.kills = 0
         self.events: list[str] = []
         self.frozen: dict[str, Any] = {}
+        self.signals: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
 
     def log(self, what: str) -> None:
@@ -159,42 +170,44 @@ class Scenario:
         child = Child("worker", name, {
             "where": self.where, "experiment": EXP, "worker_id": name,
             "ledger": str(self.ledgers / f"{name}.jsonl"), "steps": self.size.steps,
-            "sleep_ms": list(self.size.sleep_ms)}, self.logs)
+            "sleep_ms": list(self.size.sleep_ms)}, self.logs, self.signals)
         self.workers.append(child)
         return child
 
     def start_compactor(self, i: int) -> None:
         self.compactors.append(Child("compactor", f"c{i}", {
             "where": self.where, "experiment": EXP, "stop": str(self.stop_file),
-            "hold": str(self.hold_file), "interval": 1.0}, self.logs))
+            "hold": str(self.hold_file), "interval": 1.0}, self.logs, self.signals))
 
     def start_doomed(self, stage: str) -> Child:
         name = f"doomed-{stage}"
         child = Child("doomed", name, {"where": self.where, "experiment": EXP, "stage": stage,
                                        "armed": str(self.logs / f"{name}.armed"),
-                                       "go": str(self.logs / f"{name}.go")}, self.logs)
+                                       "go": str(self.logs / f"{name}.go")}, self.logs, self.signals)
         self.doomed.append(child)
         return child
 
     def ledger_tail(self, w: Child) -> dict[str, Any] | None:
+        """The worker's last lease write or commit, as its ledger says."""
         path = self.ledgers / f"{w.name}.jsonl"
         try:
             lines = path.read_text().splitlines()
         except FileNotFoundError:
             return None
-        return json.loads(lines[-1]) if lines else None
+        for raw in reversed(lines):
+            line: dict[str, Any] = json.loads(raw)
+            if line["kind"] in ("lease", "result", "refused"):
+                return line
+        return None
 
     # -- the store, read directly ------------------------------------------------
 
     def done(self) -> int:
-        return sum(1 for m in self.direct.list(f"runs/{EXP}/") if m.key.endswith("/result.json"))
+        return sum(1 for m in self.direct.list(f"runs/{EXP}/")
+                   if "/result-" in m.key and m.size > 0)
 
     def has_result(self, run_id: str) -> bool:
-        try:
-            self.direct.head(f"runs/{EXP}/{run_id}/result.json")
-        except ObjectNotFound:
-            return False
-        return True
+        return any(m.size > 0 for m in self.direct.list(f"runs/{EXP}/{run_id}/result-"))
 
     def superseded(self, run_id: str, attempt: int) -> bool:
         try:
@@ -262,7 +275,9 @@ class Scenario:
             self.start_compactor(i)
         # Compactors to be killed mid-commit: started now, let go at 25% and 45% done.
         doomed = [(0.25, self.start_doomed("parts-written")), (0.45, self.start_doomed("committed"))]
-        self.proxy.configure(FaultConfig.mix(size.fault_rate, latency=(0.02, 0.3)))
+        kinds = [k for k in FAULT_KINDS if k != "hold_reply"]
+        rates = {**{k: size.fault_rate / len(kinds) for k in kinds}, "hold_reply": size.hold_rate}
+        self.proxy.configure(FaultConfig(rates=rates, latency=(0.02, 0.3), hold=2 * size.ttl))
         deadline = self.t0 + size.deadline
         next_kill = time.monotonic() + 3.0 + self.rng.uniform(*size.kill_every)
         current_doomed: Child | None = None
@@ -388,7 +403,7 @@ def test_chaos(scenario: Scenario, stores: Stores, proxy: FaultProxy, seaweed: S
     final = s3exp.compact(stores.direct, EXP)
     orphans = collect_orphans(stores.direct, EXP, orphan_age=timedelta(0))
     ledgers = sorted(scenario.ledgers.glob("*.jsonl"))
-    report = check(stores.direct, spec, ledgers, size.steps)
+    report = check(stores.direct, spec, ledgers, size.steps, signals=scenario.signals)
     exact = s3exp.metrics(stores.direct, EXP)
 
     faults = proxy.stats()

@@ -246,8 +246,48 @@ def test_each_fault_kind(upstream: Upstream, local_proxy: FaultProxy) -> None:
     assert r.status == 200 and time.monotonic() - t >= 0.3
     r.read()
 
+    # hold_reply: applied at once, the reply held; only for writes, so a GET goes through
+    local_proxy.configure(FaultConfig(rates={"hold_reply": 1.0}, hold=0.5))
+    sock = _connect(local_proxy)
+    before = len(upstream.received)
+    t = time.monotonic()
+    r = _exchange(sock, put, "PUT")
+    assert r.status == 200 and time.monotonic() - t >= 0.5
+    r.read()
+    assert upstream.received[before:] == [put]
+    t = time.monotonic()
+    r = _exchange(sock, _req("GET", "/b/k"), "GET")
+    assert r.status == 200 and time.monotonic() - t < 0.5
+    r.read()
+
     assert local_proxy.stats() == {"slowdown": 1, "internal": 2, "latency": 1,
-                                   "reset_before": 1, "reset_after": 1}
+                                   "reset_before": 1, "reset_after": 1, "hold_reply": 1}
+
+
+def test_hold_reply_applies_the_write_before_it_answers(upstream: Upstream,
+                                                          local_proxy: FaultProxy) -> None:
+    """The server has the write while the client still waits: what a claim whose reply
+    comes late looks like to every other worker."""
+    local_proxy.configure(FaultConfig(rates={"hold_reply": 1.0}, hold=1.0))
+    sock = _connect(local_proxy)
+    put = _req("PUT", "/b/held", b"body")
+    sock.sendall(put)
+    deadline = time.monotonic() + 0.8
+    while put not in upstream.received:
+        assert time.monotonic() < deadline, "the write did not reach the server at once"
+        time.sleep(0.01)
+    t = time.monotonic()
+    reply = http.client.HTTPResponse(sock, method="PUT")
+    reply.begin()
+    assert reply.status == 200 and time.monotonic() - t >= 0.15  # answered only now
+
+
+def test_header_filter_picks_creates(upstream: Upstream, local_proxy: FaultProxy) -> None:
+    local_proxy.configure(FaultConfig(rates={"internal": 1.0}, header=("if-none-match", "*")))
+    sock = _connect(local_proxy)
+    assert _exchange(sock, _req("PUT", "/b/k", b"x"), "PUT").status == 200
+    create = _req("PUT", "/b/k", b"x", "If-None-Match: *\r\n")
+    assert _exchange(sock, create, "PUT").status == 500
 
 
 def test_filters_limit_and_first_attempt_only(upstream: Upstream, local_proxy: FaultProxy) -> None:
@@ -414,9 +454,9 @@ def _drain(store: S3Store, seconds: float, steps: int = 3, **options: Any) -> tu
 
 def _check_completed_once(store: Store, run_ids: list[str], steps: int) -> None:
     for rid in run_ids:
-        assert _run_keys(store, rid) == ["lease.json", "result.json"]  # no error record
+        assert _run_keys(store, rid) == ["lease.json", "result-0001.json"]  # no error record
         lease = Lease.from_bytes(store.get(f"runs/{EXP}/{rid}/lease.json").data)
-        result = json.loads(store.get(f"runs/{EXP}/{rid}/result.json").data)
+        result = json.loads(store.get(f"runs/{EXP}/{rid}/result-0001.json").data)
         assert (lease.attempt, lease.failures, lease.state) == (1, 0, "running")
         assert (result["attempt"], result["token"]) == (1, lease.token)
     rows = s3exp.metrics(store, EXP)
@@ -443,7 +483,7 @@ def test_worker_recognises_its_own_claim_renewal_shard_and_result(stores: Stores
         faulted = [t for _, kind, _, t in proxy.log if kind == "reset_after" and f"/{rid}/" in t]
         # the claim and every renewal of the lease, one shard, the result
         assert sum(t.endswith("/lease.json") for t in faulted) == 1 + renewals
-        assert sum(t.endswith("/result.json") for t in faulted) == 1
+        assert sum(t.endswith("/result-0001.json") for t in faulted) == 1
         assert sum(t.endswith(".parquet") for t in faulted) == 1
 
 
@@ -470,7 +510,7 @@ def test_heartbeat_whose_renewal_ended_unavailable_keeps_its_lease(stores: Store
             run.complete({})
     assert proxy.stats()["reset_after"] == attempts
     assert (worker.stats.completed, worker.stats.lost) == (1, 0)
-    assert _run_keys(stores.direct, run_id) == ["lease.json", "result.json"]
+    assert _run_keys(stores.direct, run_id) == ["lease.json", "result-0001.json"]
 
 
 @pytest.mark.seaweed
@@ -525,10 +565,12 @@ def test_claim_applied_but_never_acknowledged_expires_and_is_taken_over(
             assert run.attempt == 2
     assert executed == [run_id]
     assert time.monotonic() - started < 30
-    assert _run_keys(stores.direct, run_id) == ["error-0001.json", "lease.json", "result.json"]
+    assert _run_keys(stores.direct, run_id) == ["error-0001.json", "lease.json",
+                                                "result-0001.json", "result-0002.json"]
+    assert stores.direct.head(f"runs/{EXP}/{run_id}/result-0001.json").size == 0  # the seal
     record = json.loads(stores.direct.get(f"runs/{EXP}/{run_id}/error-0001.json").data)
     assert record["reason"] == "lease expired" and "ghost" in record["error"]
-    result = json.loads(stores.direct.get(f"runs/{EXP}/{run_id}/result.json").data)
+    result = json.loads(stores.direct.get(f"runs/{EXP}/{run_id}/result-0002.json").data)
     assert (result["attempt"], result["worker"]) == (2, "taker")
     lease = Lease.from_bytes(stores.direct.get(f"runs/{EXP}/{run_id}/lease.json").data)
     assert (lease.attempt, lease.failures) == (2, 1)  # an expired lease counts as a failure
