@@ -54,10 +54,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import s3exp
-from s3exp import _keys
-from s3exp._metrics_log import SHARD_SCHEMA, SHARD_WRITE_OPTIONS
-from s3exp._seaweed import SeaweedServer
+from s3exp.bucket import _keys
 from s3exp.stores import FileStore, Store, open_store
+from s3exp.stores._seaweed import SeaweedServer
+from s3exp.tables._buffer import SHARD_SCHEMA, SHARD_WRITE_OPTIONS
 
 NAMES = np.array(["loss", "acc", "lr", "grad_norm", "val_loss"])
 TARGET_ROWS_PER_S = 2_000_000

@@ -24,7 +24,7 @@ The systems:
 =====================  =====================================================================
 s3exp-dir              s3exp on the directory store (the embedded default)
 s3exp-seaweed          s3exp on a SeaweedFS S3 server started here on loopback
-                       (``s3exp._seaweed.SeaweedServer``, signatures checked)
+                       (``s3exp.stores._seaweed.SeaweedServer``, signatures checked)
 optuna-journal         Optuna JournalStorage(JournalFileBackend); N enqueue_trial()s;
                        ask() claims, report() per point (Optuna keeps one float per step:
                        loss), tell() completes
@@ -238,7 +238,7 @@ def _counting_store(inner: Any) -> Any:
     charged the HTTP requests the inner store's own counter saw during it (a LIST is one
     call and several pages); runs here are short, so no heartbeat or flusher thread sends
     requests meanwhile."""
-    from s3exp._errors import StoreError
+    from s3exp.core._errors import StoreError
     from s3exp.stores import Store
 
     class PurposeStore(Store):
@@ -340,7 +340,7 @@ class S3expSystem(System):
         import pyarrow.compute as pc
 
         import s3exp
-        from s3exp import _keys
+        from s3exp.bucket import _keys
 
         store = _s3exp_store(cfg)
         results = [m.key for m in store.list(_keys.runs_prefix(EXP))
@@ -355,7 +355,7 @@ class S3expSystem(System):
             "attempts_other_than_1": int(pc.sum(pc.not_equal(table["attempt"], 1)).as_py() or 0),
         }
         try:
-            from s3exp._costs import read_costs
+            from s3exp.ops._costs import read_costs
         except ImportError:  # an s3exp from before the cost meter (a baseline run)
             pass
         else:
@@ -749,7 +749,7 @@ def run_once(name: str, n: int, w: int, m: int, rep_no: int, args: argparse.Name
         if name == "s3exp-dir":
             cfg.extra = {"store": "dir", "path": str(workdir / "store")}
         elif name == "s3exp-seaweed":
-            from s3exp._seaweed import SeaweedServer
+            from s3exp.stores._seaweed import SeaweedServer
 
             server = SeaweedServer(data_dir=workdir / "weed").start()
             server.bucket_store("compare").create_bucket()
@@ -851,7 +851,7 @@ def run_once(name: str, n: int, w: int, m: int, rep_no: int, args: argparse.Name
 
 # -- the report ------------------------------------------------------------------------
 
-# S3 Standard request prices, dollars per 1,000 (as s3exp._costs; kept here too so that the
+# S3 Standard request prices, dollars per 1,000 (as s3exp.ops._costs; kept here too so that the
 # benchmark can also measure an s3exp from before the cost meter).
 PRICE_PER_1000 = {"PUT": 0.005, "COPY": 0.005, "POST": 0.005, "LIST": 0.005, "GET": 0.0004,
                   "HEAD": 0.0004, "DELETE": 0.0}

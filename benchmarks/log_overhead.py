@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import s3exp
-from s3exp import _keys
+from s3exp.bucket import _keys
 from s3exp.stores import FileStore
 
 TARGET_US = 5.0

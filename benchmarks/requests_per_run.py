@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import s3exp
-from s3exp import _keys
-from s3exp._costs import OTHER_PRICE_PER_1000, PRICE_PER_1000
-from s3exp._seaweed import SeaweedServer
-from s3exp._worker import Worker
+from s3exp.bucket import _keys
+from s3exp.ops._costs import OTHER_PRICE_PER_1000, PRICE_PER_1000
+from s3exp.runs._worker import Worker
 from s3exp.stores import FileStore, S3Store, Store
-
+from s3exp.stores._seaweed import SeaweedServer
 
 
 def _open(cfg: dict[str, Any]) -> Store:

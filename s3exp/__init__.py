@@ -7,8 +7,9 @@ private.
 import importlib as _importlib
 import typing as _typing
 
-from s3exp._clock import Clock, FakeClock, SystemClock
-from s3exp._errors import (
+from s3exp._version import __version__
+from s3exp.core._clock import Clock, FakeClock, SystemClock
+from s3exp.core._errors import (
     AlreadyExists,
     ConfigError,
     Conflict,
@@ -23,41 +24,40 @@ from s3exp._errors import (
     StoreError,
     Unavailable,
 )
-from s3exp._specs import SCHEMA_VERSION, ExperimentSpec, load_spec, parse_spec
-from s3exp._version import __version__
+from s3exp.specs._models import SCHEMA_VERSION, ExperimentSpec, load_spec, parse_spec
 
 # The rest is imported on first use (PEP 562): pyarrow, boto3 and numpy cost about 0.3 s,
 # which every CLI command paid, ``--help`` and a one-line input error included.
 _LAZY = {
-    "current_run": "s3exp._child",
-    "CompactionReport": "s3exp._compaction", "compact": "s3exp._compaction",
-    "RunSlot": "s3exp._expansion", "count_runs": "s3exp._expansion", "expand": "s3exp._expansion",
-    "SubmitResult": "s3exp._experiments", "list_experiments": "s3exp._experiments",
-    "load_experiment": "s3exp._experiments", "submit": "s3exp._experiments",
-    "read_results": "s3exp._operations", "reset_runs": "s3exp._operations",
-    "set_control": "s3exp._operations",
-    "metrics": "s3exp._reading", "query": "s3exp._reading", "results": "s3exp._reading",
-    "ExperimentStatus": "s3exp._status", "experiment_status": "s3exp._status",
-    "Run": "s3exp._worker", "Worker": "s3exp._worker", "WorkerStats": "s3exp._worker",
+    "current_run": "s3exp.runs._child",
+    "CompactionReport": "s3exp.tables._compaction", "compact": "s3exp.tables._compaction",
+    "RunSlot": "s3exp.specs._expansion", "count_runs": "s3exp.specs._expansion", "expand": "s3exp.specs._expansion",
+    "SubmitResult": "s3exp.specs._experiments", "list_experiments": "s3exp.specs._experiments",
+    "load_experiment": "s3exp.specs._experiments", "submit": "s3exp.specs._experiments",
+    "read_results": "s3exp.ops._operations", "reset_runs": "s3exp.ops._operations",
+    "set_control": "s3exp.ops._operations",
+    "metrics": "s3exp.tables._reading", "query": "s3exp.tables._reading", "results": "s3exp.tables._reading",
+    "ExperimentStatus": "s3exp.ops._status", "experiment_status": "s3exp.ops._status",
+    "Run": "s3exp.runs._worker", "Worker": "s3exp.runs._worker", "WorkerStats": "s3exp.runs._worker",
     "FileStore": "s3exp.stores", "MemoryStore": "s3exp.stores", "S3Store": "s3exp.stores",
     "Store": "s3exp.stores", "open_store": "s3exp.stores",
 }
 
 if _typing.TYPE_CHECKING:
-    from s3exp._child import current_run
-    from s3exp._compaction import CompactionReport, compact
-    from s3exp._expansion import RunSlot, count_runs, expand
-    from s3exp._experiments import (
+    from s3exp.ops._operations import read_results, reset_runs, set_control
+    from s3exp.ops._status import ExperimentStatus, experiment_status
+    from s3exp.runs._child import current_run
+    from s3exp.runs._worker import Run, Worker, WorkerStats
+    from s3exp.specs._expansion import RunSlot, count_runs, expand
+    from s3exp.specs._experiments import (
         SubmitResult,
         list_experiments,
         load_experiment,
         submit,
     )
-    from s3exp._operations import read_results, reset_runs, set_control
-    from s3exp._reading import metrics, query, results
-    from s3exp._status import ExperimentStatus, experiment_status
-    from s3exp._worker import Run, Worker, WorkerStats
     from s3exp.stores import FileStore, MemoryStore, S3Store, Store, open_store
+    from s3exp.tables._compaction import CompactionReport, compact
+    from s3exp.tables._reading import metrics, query, results
 
 
 def __getattr__(name: str) -> object:

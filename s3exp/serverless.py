@@ -8,14 +8,14 @@ Each handler parses its event into a model, calls one function here and returns 
 ``s3exp serve`` runs :func:`status_app` behind a local HTTP server.
 """
 
-from s3exp._lambda_events import (
+from s3exp.serving._app import HttpRequest, HttpResponse, status_app
+from s3exp.serving._lambda_events import (
     CompactRequest,
     CompactSummary,
     compact_for_request,
     parse_compact_event,
     parse_http_event,
 )
-from s3exp._status_http import HttpRequest, HttpResponse, status_app
 
 __all__ = [
     "CompactRequest",

@@ -15,7 +15,7 @@ import traceback
 from typing import Any
 
 from s3exp import compact
-from s3exp._worker import Worker
+from s3exp.runs._worker import Worker
 
 from ._race_workers import open_child_store
 
@@ -54,7 +54,7 @@ def compactor(index: int, where: dict[str, str], exp: str, until_runs: int, barr
     """Compact ``exp`` in a loop until the manifest holds ``until_runs`` runs; the first
     commit waits at ``barrier`` for the other compactors.  Reports (index, [report
     dicts], error)."""
-    from s3exp._compaction import read_manifest
+    from s3exp.tables._compaction import read_manifest
 
     reports: list[dict[str, Any]] = []
     error = ""

@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from s3exp import SystemClock, Worker
-from s3exp._errors import ObjectNotFound
-from s3exp._leases import Lease
+from s3exp.bucket._leases import Lease
+from s3exp.core._errors import ObjectNotFound
 from s3exp.stores import FileStore, S3Store, Store
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from s3exp import _keys, expand, load_spec
-from s3exp._seaweed import SeaweedServer
+from s3exp import expand, load_spec
+from s3exp.bucket import _keys
 from s3exp.cli import main
+from s3exp.stores._seaweed import SeaweedServer
 
 from ._specdata import BAD_SPECS, FLAT_GRID, GROUPED, bad_spec, grouped
 from .conftest import AWS_ENV, MakeS3Store

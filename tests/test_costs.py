@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 import s3exp
-from s3exp import _keys
-from s3exp._costs import PRICE_PER_1000, CostMeter, dollars, read_costs
-from s3exp._errors import ConfigError
-from s3exp._leases import WorkerIdentity
-from s3exp._names import name_problem
+from s3exp.bucket import _keys
+from s3exp.bucket._leases import WorkerIdentity
 from s3exp.cli import main
+from s3exp.core._errors import ConfigError
+from s3exp.core._names import name_problem
+from s3exp.ops._costs import PRICE_PER_1000, CostMeter, dollars, read_costs
 from s3exp.stores import FileStore, ObjectMeta
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import s3exp
-from s3exp import _keys
-from s3exp._reading import VIEWS
+from s3exp.bucket import _keys
 from s3exp.stores import FileStore
+from s3exp.tables._reading import VIEWS
 from tests._cfn import REPO, TEMPLATE, load_template, render
 
 BUCKET, PREFIX = "exp-bucket", "team/proj"

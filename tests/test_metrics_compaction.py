@@ -23,10 +23,10 @@ import pyarrow.fs as pafs
 import pytest
 
 import s3exp
-from s3exp import _keys
-from s3exp._compaction import collect_orphans, read_manifest
-from s3exp._seaweed import SeaweedServer
+from s3exp.bucket import _keys
 from s3exp.stores import FileStore, S3Store, Store
+from s3exp.stores._seaweed import SeaweedServer
+from s3exp.tables._compaction import collect_orphans, read_manifest
 
 from . import _metrics_workers
 from ._metrics_workers import values

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import s3exp
-from s3exp._compaction import read_manifest
-from s3exp._demo import SGD_EPOCHS, ascii_chart, run_demo, train_one
+from s3exp.cli._demo import SGD_EPOCHS, ascii_chart, run_demo, train_one
+from s3exp.tables._compaction import read_manifest
 
 pytest.importorskip("sklearn")
 

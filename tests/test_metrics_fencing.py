@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import s3exp
-from s3exp import _keys
-from s3exp._seaweed import SeaweedServer
+from s3exp.bucket import _keys
+from s3exp.stores._seaweed import SeaweedServer
 
 from ._metrics_workers import NAMES, values
 from .conftest import REPO, MakeS3Store

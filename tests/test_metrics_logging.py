@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import s3exp
-from s3exp import _keys
-from s3exp._agent import run_command
-from s3exp._errors import StoreError
-from s3exp._metrics_log import SHARD_SCHEMA, MetricBuffer, RunIdentity
+from s3exp.bucket import _keys
+from s3exp.core._errors import StoreError
+from s3exp.runs._agent import run_command
 from s3exp.stores import FileStore, MemoryStore, ObjectMeta, Store
+from s3exp.tables._buffer import SHARD_SCHEMA, MetricBuffer, RunIdentity
 
 from ._delegating_store import DelegatingStore
 

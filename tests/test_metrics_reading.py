@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import s3exp
-from s3exp import _keys
-from s3exp._compaction import read_manifest
+from s3exp.bucket import _keys
 from s3exp.cli import main
 from s3exp.stores import Blob, FileStore, Store
+from s3exp.tables._compaction import read_manifest
 
 from ._delegating_store import DelegatingStore
 from ._metrics_workers import values
@@ -249,7 +249,7 @@ def test_compacted_rows_equal_the_staged_rows_in_every_column_across_boundaries(
     columns from the run's owner: every column of every row must still equal what the
     shards hold.  Tiny row groups and parts, and runs of uneven length in several shards,
     put row-group and part boundaries inside shards and inside runs."""
-    from s3exp import _compaction
+    from s3exp.tables import _compaction
 
     monkeypatch.setattr(_compaction, "ROW_GROUP_ROWS", 7)
     store = FileStore(tmp_path / "store")
@@ -293,7 +293,7 @@ def test_compacted_rows_equal_the_staged_rows_in_every_column_across_boundaries(
 
 
 def test_results_table_from_a_stream_fills_metrics_first_seen_late_with_nulls() -> None:
-    from s3exp._tables import results_table
+    from s3exp.tables._schema import results_table
 
     records = [{"run_id": "a", "attempt": 1, "metrics": {"loss": 0.5}},
                {"run_id": "b", "attempt": 2, "metrics": {"loss": 0.25, "acc": 0.9}},

@@ -14,8 +14,8 @@ import pyarrow.fs as pafs
 import pytest
 
 import s3exp
-from s3exp._compaction import read_manifest
-from s3exp._seaweed import SeaweedServer
+from s3exp.stores._seaweed import SeaweedServer
+from s3exp.tables._compaction import read_manifest
 
 from . import _metrics_workers
 from .conftest import AWS_ENV, REPO, MakeS3Store, collect_reports

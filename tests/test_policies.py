@@ -1,4 +1,4 @@
-"""The IAM policies of ``s3exp._policies``, judged by a small IAM evaluator.
+"""The IAM policies of ``s3exp.bucket._policies``, judged by a small IAM evaluator.
 
 The evaluator implements what the documents use and refuses anything else: Allow/Deny
 (an explicit Deny wins; no Allow means denied), Action and Resource wildcards (``*``
@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from s3exp import _keys
-from s3exp._policies import ROLES, Role, bucket_policy, policy
+from s3exp.bucket import _keys
+from s3exp.bucket._policies import ROLES, Role, bucket_policy, policy
 from s3exp.cli import main
 from tests._cfn import REPO, load_template, render
 

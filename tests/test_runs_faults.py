@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 import s3exp
-from s3exp._expansion import expand
-from s3exp._leases import Lease
+from s3exp.bucket._leases import Lease
+from s3exp.specs._expansion import expand
 from s3exp.stores import Store
 
 from . import _run_workers as rw

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import s3exp
-from s3exp._expansion import expand
+from s3exp.specs._expansion import expand
 from s3exp.stores import Store
 
 from . import _run_workers as rw

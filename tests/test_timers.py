@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 import s3exp
-from s3exp import _keys
-from s3exp._metrics_log import MetricBuffer
-from s3exp._timers import call_later
-from s3exp._worker import _Heartbeat
+from s3exp.bucket import _keys
+from s3exp.core._timers import call_later
+from s3exp.runs._worker import _Heartbeat
 from s3exp.stores import FileStore
+from s3exp.tables._buffer import MetricBuffer
 
 
 def test_timers_fire_in_order_and_cancelled_ones_never() -> None:
@@ -114,7 +114,7 @@ def test_the_system_clock_counts_suspend() -> None:
     the machine sleeps (CLOCK_MONOTONIC, behind time.monotonic(), does not)."""
     import sys
 
-    from s3exp import _clock
+    from s3exp.core import _clock
 
     if sys.platform.startswith("linux"):
         assert _clock.ELAPSED_SOURCE == "boottime"
@@ -127,7 +127,7 @@ def test_the_second_opinion_follows_the_wall_clock_when_monotonic_stands_still(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Elsewhere: a suspend shows up as wall time passing while the monotonic clock does
     not; the reading takes the larger advance, and never goes back."""
-    from s3exp import _clock
+    from s3exp.core import _clock
 
     mono, wall = [100.0], [5000.0]
     monkeypatch.setattr(_clock.time, "monotonic", lambda: mono[0])
@@ -149,7 +149,7 @@ def test_a_deadline_that_passed_during_a_suspend_fires_within_a_second(
     """The timer thread sleeps on CLOCK_MONOTONIC, which a suspend stops; it wakes at
     least every MAX_SLEEP to read the suspend-counting clock again.  Modelled by moving
     that clock forward an hour while the thread sleeps towards a timer an hour away."""
-    from s3exp import _timers
+    from s3exp.core import _timers
 
     offset = [0.0]
     real = _timers.elapsed

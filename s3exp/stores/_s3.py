@@ -33,7 +33,7 @@ import botocore.parsers
 import botocore.session
 import botocore.utils
 
-from s3exp._errors import (
+from s3exp.core._errors import (
     AlreadyExists,
     ConfigError,
     Conflict,

@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from s3exp import compact
-from s3exp._errors import AlreadyExists, RunAlreadyCompleted, S3ExpError
-from s3exp._worker import Run, Worker
+from s3exp.core._errors import AlreadyExists, RunAlreadyCompleted, S3ExpError
+from s3exp.runs._worker import Run, Worker
 from s3exp.stores import ObjectMeta, S3Store, Store
 
 from .._delegating_store import DelegatingStore

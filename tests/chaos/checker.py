@@ -40,12 +40,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from s3exp import _keys
-from s3exp._compaction import read_manifest
-from s3exp._expansion import expand
-from s3exp._leases import Lease
-from s3exp._specs import ExperimentSpec
+from s3exp.bucket import _keys
+from s3exp.bucket._leases import Lease
+from s3exp.specs._expansion import expand
+from s3exp.specs._models import ExperimentSpec
 from s3exp.stores import Store
+from s3exp.tables._compaction import read_manifest
 
 __all__ = ["OVERLAP_BOUND_S", "CheckReport", "check", "read_ledgers"]
 

@@ -46,10 +46,10 @@ from typing import Any
 import pytest
 
 import s3exp
-from s3exp._compaction import collect_orphans
-from s3exp._errors import ObjectNotFound
-from s3exp._leases import Lease
-from s3exp._seaweed import SeaweedServer
+from s3exp.bucket._leases import Lease
+from s3exp.core._errors import ObjectNotFound
+from s3exp.stores._seaweed import SeaweedServer
+from s3exp.tables._compaction import collect_orphans
 
 from .checker import check
 from .conftest import Stores

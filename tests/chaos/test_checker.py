@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 import s3exp
-from s3exp import _keys
-from s3exp._compaction import read_manifest
-from s3exp._specs import ExperimentSpec
+from s3exp.bucket import _keys
+from s3exp.specs._models import ExperimentSpec
 from s3exp.stores import MemoryStore
+from s3exp.tables._compaction import read_manifest
 
 from ._chaos_procs import LedgerStore
 from .checker import check

@@ -35,9 +35,9 @@ from typing import Any
 import pytest
 
 import s3exp
-from s3exp._errors import AlreadyExists, Conflict, ObjectNotFound, Unavailable
-from s3exp._expansion import expand
-from s3exp._leases import Lease
+from s3exp.bucket._leases import Lease
+from s3exp.core._errors import AlreadyExists, Conflict, ObjectNotFound, Unavailable
+from s3exp.specs._expansion import expand
 from s3exp.stores import S3Store, Store
 
 from .conftest import Stores

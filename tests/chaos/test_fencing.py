@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 import s3exp
-from s3exp._clock import SystemClock
-from s3exp._errors import LeaseLost
-from s3exp._leases import Lease
+from s3exp.bucket._leases import Lease
+from s3exp.core._clock import SystemClock
+from s3exp.core._errors import LeaseLost
 from s3exp.stores import FileStore, ObjectMeta, Store
 
 from .. import _run_workers as rw

@@ -15,14 +15,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
-from s3exp import _keys
-from s3exp._compaction import compact
-from s3exp._costs import record_requests
-from s3exp._errors import NotFoundError, StoreError
-from s3exp._experiments import list_experiments
-from s3exp._names import name_problem
-from s3exp._status_http import HttpRequest
+from s3exp.bucket import _keys
+from s3exp.core._errors import NotFoundError, StoreError
+from s3exp.core._names import name_problem
+from s3exp.ops._costs import record_requests
+from s3exp.serving._app import HttpRequest
+from s3exp.specs._experiments import list_experiments
 from s3exp.stores import S3Store, Store
+from s3exp.tables._compaction import compact
 
 __all__ = ["CompactRequest", "CompactSummary", "compact_for_request", "parse_compact_event",
            "parse_http_event"]

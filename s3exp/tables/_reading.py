@@ -29,14 +29,19 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from s3exp import _keys
-from s3exp._compaction import Manifest, fetch_ordered, read_manifest, staged_shards
-from s3exp._errors import ConfigError, ObjectNotFound, S3ExpError
-from s3exp._experiments import list_experiments, load_experiment
-from s3exp._leases import parse_listing
-from s3exp._specs import ExperimentSpec
-from s3exp._tables import METRICS_SCHEMA, results_table, with_experiment
+from s3exp.bucket import _keys
+from s3exp.bucket._leases import parse_listing
+from s3exp.core._errors import ConfigError, ObjectNotFound, S3ExpError
+from s3exp.specs._experiments import list_experiments, load_experiment
+from s3exp.specs._models import ExperimentSpec
 from s3exp.stores import Store, open_store
+from s3exp.tables._compaction import (
+    Manifest,
+    fetch_ordered,
+    read_manifest,
+    staged_shards,
+)
+from s3exp.tables._schema import METRICS_SCHEMA, results_table, with_experiment
 
 __all__ = ["VIEWS", "metrics", "query", "results"]
 

@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from s3exp import _keys
-from s3exp._claims import read_control
-from s3exp._errors import AlreadyExists, Conflict, NotFoundError, ObjectNotFound
-from s3exp._expansion import RunSlot, expand
-from s3exp._experiments import load_experiment
-from s3exp._leases import Lease, RunListing, is_stale, parse_listing
-from s3exp._specs import ExperimentSpec
+from s3exp.bucket import _keys
+from s3exp.bucket._leases import Lease, RunListing, is_stale, parse_listing
+from s3exp.core._errors import AlreadyExists, Conflict, NotFoundError, ObjectNotFound
+from s3exp.runs._claims import read_control
+from s3exp.specs._expansion import RunSlot, expand
+from s3exp.specs._experiments import load_experiment
+from s3exp.specs._models import ExperimentSpec
 from s3exp.stores import Store
 
 __all__ = [

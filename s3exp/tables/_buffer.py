@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - registers the compute kernels that the Parquet writer
+
 #   uses; pyarrow >= 21 does so only on this import, and a writer thread that gets
 #   there first fails with "No function registered with name: unique"
 import pyarrow.parquet as pq
 
-from s3exp import _keys
-from s3exp._errors import AlreadyExists, S3ExpError
-from s3exp._timers import call_later
+from s3exp.bucket import _keys
+from s3exp.core._errors import AlreadyExists, S3ExpError
+from s3exp.core._timers import call_later
 from s3exp.stores import Store
 
 __all__ = ["SHARD_SCHEMA", "SHARD_WRITE_OPTIONS", "MetricBuffer", "RunIdentity", "coerce_metrics"]

@@ -55,17 +55,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - registers the compute kernels that the Parquet writer
+
 #   uses; pyarrow >= 21 does so only on this import, and a writer thread that gets
 #   there first fails with "No function registered with name: unique"
 import pyarrow.parquet as pq
 
-from s3exp import _keys
-from s3exp._errors import AlreadyExists, Conflict, ObjectNotFound, S3ExpError
-from s3exp._experiments import load_experiment
-from s3exp._leases import parse_listing
-from s3exp._status import write_status_rollup
-from s3exp._tables import METRICS_SCHEMA, results_table
+from s3exp.bucket import _keys
+from s3exp.bucket._leases import parse_listing
+from s3exp.core._errors import AlreadyExists, Conflict, ObjectNotFound, S3ExpError
+from s3exp.ops._status import write_status_rollup
+from s3exp.specs._experiments import load_experiment
 from s3exp.stores import ObjectMeta, Store
+from s3exp.tables._schema import METRICS_SCHEMA, results_table
 
 __all__ = ["CompactionReport", "Manifest", "compact", "collect_orphans", "read_manifest",
            "staged_shards"]

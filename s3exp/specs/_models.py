@@ -34,9 +34,9 @@ from pydantic import (
     model_validator,
 )
 
-from s3exp._distributions import Param
-from s3exp._errors import SpecError
-from s3exp._names import name_problem, param_name_problem
+from s3exp.core._errors import SpecError
+from s3exp.core._names import name_problem, param_name_problem
+from s3exp.specs._distributions import Param
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -201,7 +201,7 @@ class ExperimentSpec(_Strict):
                             "or 'parameters' (flat shape)")
         if self.parameters is not None and not self.parameters:
             raise SpecError("parameters", "is empty")
-        from s3exp._expansion import count_runs  # avoid an import cycle
+        from s3exp.specs._expansion import count_runs  # avoid an import cycle
 
         n = count_runs(self)
         if n > MAX_RUNS:

@@ -6,7 +6,7 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from s3exp._status_http import HttpRequest, status_app
+from s3exp.serving._app import HttpRequest, status_app
 from s3exp.stores import Store
 
 __all__ = ["make_server"]

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from s3exp._errors import ConfigError
-from s3exp._experiments import submit
-from s3exp._specs import parse_spec
-from s3exp._status import experiment_status, render_status
+from s3exp.core._errors import ConfigError
+from s3exp.ops._status import experiment_status, render_status
+from s3exp.specs._experiments import submit
+from s3exp.specs._models import parse_spec
 from s3exp.stores import open_store
 
 __all__ = ["DEMO_SPEC", "ascii_chart", "run_demo", "train_one"]
@@ -121,7 +121,7 @@ def train_one(dataset: str, model: str, params: dict[str, Any], seed: int,
 def _worker_main(url: str, endpoint_url: str | None) -> None:
     import warnings
 
-    from s3exp._worker import Worker
+    from s3exp.runs._worker import Worker
 
     warnings.filterwarnings("ignore", module="sklearn")  # convergence chatter on toy data
     store = open_store(url, endpoint_url=endpoint_url)
@@ -255,8 +255,8 @@ def run_demo(url: str, *, processes: int = 3, runs_per_pair: int = 3,
     print("\n")
     print(render_status(experiment_status(store, "demo")))
 
-    from s3exp._compaction import compact
-    from s3exp._reading import metrics, results
+    from s3exp.tables._compaction import compact
+    from s3exp.tables._reading import metrics, results
 
     report = compact(store, "demo")
     print(f"\ncompacted: {report.runs_compacted} runs, {report.rows} metric rows from "
@@ -281,8 +281,8 @@ def run_demo(url: str, *, processes: int = 3, runs_per_pair: int = 3,
 
 
 def _progress(store: Any, total: int, elapsed: float) -> None:
-    from s3exp import _keys
-    from s3exp._leases import parse_listing
+    from s3exp.bucket import _keys
+    from s3exp.bucket._leases import parse_listing
 
     listing = parse_listing("demo", list(store.list(_keys.runs_prefix("demo"))), store.server_time())
     done = sum(1 for objs in listing.runs.values() if objs.result is not None)

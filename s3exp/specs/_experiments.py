@@ -12,12 +12,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from s3exp import _keys
-from s3exp._errors import AlreadyExists, NotFoundError, ObjectNotFound, SpecConflict, StoreError
-from s3exp._expansion import count_runs
-from s3exp._names import name_problem
-from s3exp._specs import ExperimentSpec, canonical_json, parse_spec
 from s3exp._version import __version__
+from s3exp.bucket import _keys
+from s3exp.core._errors import (
+    AlreadyExists,
+    NotFoundError,
+    ObjectNotFound,
+    SpecConflict,
+    StoreError,
+)
+from s3exp.core._names import name_problem
+from s3exp.specs._expansion import count_runs
+from s3exp.specs._models import ExperimentSpec, canonical_json, parse_spec
 from s3exp.stores import Store
 
 __all__ = [

@@ -10,12 +10,12 @@ import json
 from dataclasses import replace
 from typing import Any, Literal
 
-from s3exp import _keys
-from s3exp._claims import read_control
-from s3exp._errors import AlreadyExists, Conflict, NotFoundError, ObjectNotFound
-from s3exp._expansion import expand
-from s3exp._experiments import load_experiment
-from s3exp._leases import Lease, is_stale, parse_listing, seal
+from s3exp.bucket import _keys
+from s3exp.bucket._leases import Lease, is_stale, parse_listing, seal
+from s3exp.core._errors import AlreadyExists, Conflict, NotFoundError, ObjectNotFound
+from s3exp.runs._claims import read_control
+from s3exp.specs._expansion import expand
+from s3exp.specs._experiments import load_experiment
 from s3exp.stores import Store
 
 __all__ = ["read_results", "reset_runs", "set_control"]

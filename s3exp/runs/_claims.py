@@ -20,7 +20,7 @@ Candidates, in order:
    the pick to one dataset when it has free slots.
 
 Lease bodies are read (GET) only for candidates of kinds 1 and 2, and cached by ETag.
-Before a lease of kind 1 or 2 is moved on, its attempt is sealed (:func:`s3exp._leases.seal`),
+Before a lease of kind 1 or 2 is moved on, its attempt is sealed (:func:`s3exp.bucket._leases.seal`),
 so that a zombie of that attempt can never commit a result.
 """
 
@@ -31,12 +31,20 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from s3exp import _keys
-from s3exp._clock import Clock
-from s3exp._errors import AlreadyExists, Conflict, ObjectNotFound
-from s3exp._expansion import RunSlot, expand
-from s3exp._leases import Lease, RunListing, WorkerIdentity, is_stale, parse_listing, record, seal
-from s3exp._specs import ExperimentSpec
+from s3exp.bucket import _keys
+from s3exp.bucket._leases import (
+    Lease,
+    RunListing,
+    WorkerIdentity,
+    is_stale,
+    parse_listing,
+    record,
+    seal,
+)
+from s3exp.core._clock import Clock
+from s3exp.core._errors import AlreadyExists, Conflict, ObjectNotFound
+from s3exp.specs._expansion import RunSlot, expand
+from s3exp.specs._models import ExperimentSpec
 from s3exp.stores import ObjectMeta, Store
 
 __all__ = ["Claim", "Claimer", "ControlState", "read_control"]
@@ -60,7 +68,7 @@ class Claim:
 
     ``sent`` is the claimer's ``clock.monotonic()`` taken before the claiming write was
     first sent: the lease's freshness is measured from then (see "Timing rules" in
-    :mod:`s3exp._leases`), not from when the reply arrived.
+    :mod:`s3exp.bucket._leases`), not from when the reply arrived.
     """
 
     spec: ExperimentSpec

@@ -30,9 +30,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from s3exp import _keys
-from s3exp._errors import AlreadyExists, ConfigError, Conflict, ObjectNotFound, StoreError
-from s3exp._names import name_problem
+from s3exp.bucket import _keys
+from s3exp.core._errors import (
+    AlreadyExists,
+    ConfigError,
+    Conflict,
+    ObjectNotFound,
+    StoreError,
+)
+from s3exp.core._names import name_problem
 from s3exp.stores import Store
 
 __all__ = [

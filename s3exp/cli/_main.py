@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from s3exp._errors import ConfigError, S3ExpError
-from s3exp._expansion import expand
-from s3exp._experiments import list_experiments, load_experiment, submit
-from s3exp._specs import ExperimentSpec, load_spec
 from s3exp._version import __version__
+from s3exp.core._errors import ConfigError, S3ExpError
+from s3exp.specs._expansion import expand
+from s3exp.specs._experiments import list_experiments, load_experiment, submit
+from s3exp.specs._models import ExperimentSpec, load_spec
 from s3exp.stores import Store, open_store
 
 __all__ = ["main"]
@@ -151,8 +151,8 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from s3exp._agent import check_template, run_command
-    from s3exp._worker import Worker
+    from s3exp.runs._agent import check_template, run_command
+    from s3exp.runs._worker import Worker
 
     template = list(args.command)
     if not template:
@@ -165,7 +165,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         for name in args.experiments:
             check_template(template, expand(load_experiment(store, name)))
         if args.worker_id:
-            from s3exp._costs import check_meter_id
+            from s3exp.ops._costs import check_meter_id
 
             check_meter_id(f"{args.worker_id}-{args.processes}")  # the longest one made
         return _fan_out(args)
@@ -212,14 +212,14 @@ def _fan_out(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from s3exp._status import experiment_status, render_status
+    from s3exp.ops._status import experiment_status, render_status
 
     store = _store(args)
     st = experiment_status(store, args.experiment)
     if not args.cost:
         print(json.dumps(st.to_dict(), indent=1) if args.json else render_status(st))
         return 0
-    from s3exp._costs import read_costs, render_costs
+    from s3exp.ops._costs import read_costs, render_costs
 
     costs = read_costs(store, args.experiment, st.counts["done"] + st.counts["failed"])
     if args.json:
@@ -230,7 +230,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
-    from s3exp._operations import reset_runs
+    from s3exp.ops._operations import reset_runs
 
     if not (args.failed or args.interrupted or args.run):
         raise ConfigError("say which runs to reset: --failed, --interrupted or --run ID")
@@ -244,7 +244,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 def _control(state: str) -> Callable[[argparse.Namespace], int]:
     def cmd(args: argparse.Namespace) -> int:
-        from s3exp._operations import set_control
+        from s3exp.ops._operations import set_control
 
         previous = set_control(_store(args), args.experiment, state)  # type: ignore[arg-type]
         print(f"{args.experiment}: {previous} -> {state}")
@@ -276,7 +276,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     _check_output(args.output)
     store = _store(args)
     if args.format == "json":
-        from s3exp._operations import read_results
+        from s3exp.ops._operations import read_results
 
         body = json.dumps(read_results(store, args.experiment), indent=1, default=str) + "\n"
         if args.output:
@@ -284,7 +284,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(body)
         return 0
-    from s3exp._reading import results
+    from s3exp.tables._reading import results
 
     table = results(store, args.experiment)  # compacted parts plus newer result records
     if args.format == "parquet":
@@ -294,7 +294,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         _write_output(out, lambda path: pq.write_table(table, path))
         print(f"wrote {table.num_rows} rows to {out}", file=sys.stderr)
         return 0
-    from s3exp._results_format import format_table
+    from s3exp.tables._formats import format_table
 
     text = format_table(table, args.format)
     if args.output:
@@ -305,9 +305,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from s3exp._compaction import compact
-
-    from s3exp._costs import record_requests
+    from s3exp.ops._costs import record_requests
+    from s3exp.tables._compaction import compact
 
     store = _store(args)
     names = args.experiments or list_experiments(store)
@@ -326,17 +325,17 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from s3exp._reading import query
+    from s3exp.tables._reading import query
 
     table = query(_store(args), args.sql, experiments=args.experiment or None)
-    from s3exp._results_format import format_table
+    from s3exp.tables._formats import format_table
 
     sys.stdout.write(format_table(table, args.format))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from s3exp._demo import run_demo
+    from s3exp.cli._demo import run_demo
 
     url = args.store or os.environ.get("S3EXP_STORE") or "./s3exp-demo-store"
     return run_demo(url, processes=args.processes, runs_per_pair=args.runs_per_pair,
@@ -344,7 +343,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_dev_server(args: argparse.Namespace) -> int:
-    from s3exp._seaweed import SeaweedServer, load_or_make_credentials
+    from s3exp.stores._seaweed import SeaweedServer, load_or_make_credentials
 
     data_dir = Path(args.dir).absolute()
     creds = load_or_make_credentials(data_dir)
@@ -376,7 +375,7 @@ def cmd_dev_server(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from s3exp._status_server import make_server
+    from s3exp.serving._server import make_server
 
     store = _store(args)
     list_experiments(store)  # a wrong URL or credential fails here, in one line
@@ -396,7 +395,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_infra_policy(args: argparse.Namespace) -> int:
-    from s3exp._policies import policy
+    from s3exp.bucket._policies import policy
     from s3exp.stores import S3Store
 
     url = args.store or os.environ.get("S3EXP_STORE")
@@ -549,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("infra", cmd_infra_policy, "The AWS deployment (infra/template.yaml).", store=False)
     infra = p.add_subparsers(dest="infra_command", required=True, metavar="COMMAND",
                              parser_class=_Parser)
-    from s3exp._policies import ROLES
+    from s3exp.bucket._policies import ROLES
 
     p = infra.add_parser("policy", help="Print the least-privilege IAM policy (JSON) of a role "
                          "for the project at --store: the same document the stack attaches.",

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from s3exp._distributions import Param
-from s3exp._errors import SpecError
-from s3exp._specs import ExperimentSpec
+from s3exp.core._errors import SpecError
+from s3exp.specs._distributions import Param
+from s3exp.specs._models import ExperimentSpec
 
 __all__ = ["RunSlot", "count_runs", "expand", "pairs"]
 

@@ -20,7 +20,7 @@ Layout under the store's root (``s3://bucket/prefix`` or a directory)::
 Specs, run state and metrics live under separate top-level prefixes so that listing the
 experiments never pages through runs, and so that IAM policies can grant each role exactly
 one prefix (workers never write ``experiments/``).  Numbers are zero-padded so that LIST
-order is numeric order.  Names are validated by :mod:`s3exp._names` first.
+order is numeric order.  Names are validated by :mod:`s3exp.core._names` first.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def lease(exp: str, run_id: str) -> str:
 
 def result(exp: str, run_id: str, attempt: int) -> str:
     """Attempt ``attempt``'s result, or (empty) the seal that fences it out; see
-    :mod:`s3exp._leases`."""
+    :mod:`s3exp.bucket._leases`."""
     return f"{run_prefix(exp, run_id)}result-{attempt:04d}.json"
 
 
@@ -153,7 +153,7 @@ def costs_prefix(exp: str) -> str:
 
 def cost(exp: str, meter_id: str) -> str:
     """The request counts of one worker (or of the compactors) for ``exp``; the id is a
-    validated name (:func:`s3exp._costs.check_meter_id`)."""
+    validated name (:func:`s3exp.ops._costs.check_meter_id`)."""
     return f"{costs_prefix(exp)}{meter_id}.json"
 
 
@@ -163,7 +163,7 @@ ATHENA_RESULTS = "athena-results/"
 
 def globs() -> dict[str, str]:
     """Every kind of key above with ``*`` for each name and number: the patterns the IAM
-    policies of :mod:`s3exp._policies` grant (IAM's ``*`` also matches ``/``)."""
+    policies of :mod:`s3exp.bucket._policies` grant (IAM's ``*`` also matches ``/``)."""
     return {
         "spec": spec("*"),
         "control": control("*"),

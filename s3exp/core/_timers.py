@@ -12,7 +12,7 @@ they reach the top of the heap, without waking anyone, and a new timer wakes the
 only when it falls due before the deadline the thread is sleeping towards.  Callbacks run
 on the timer thread and must be quick (they start a thread, or set an event).
 
-Deadlines are on :func:`s3exp._clock.elapsed`, which counts time spent suspended; a timed
+Deadlines are on :func:`s3exp.core._clock.elapsed`, which counts time spent suspended; a timed
 wait does not (it sleeps on ``CLOCK_MONOTONIC``), so while any timer is pending the thread
 wakes at least every ``MAX_SLEEP`` seconds to look at the clock again.  After a laptop
 wakes from a suspend, a deadline that passed during it fires within that second.
@@ -27,7 +27,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from s3exp._clock import elapsed
+from s3exp.core._clock import elapsed
 
 __all__ = ["MAX_SLEEP", "Timer", "call_later"]
 

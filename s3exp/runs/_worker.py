@@ -16,7 +16,7 @@ then goes on with the next run.  SIGTERM or SIGINT releases the run as ``interru
 the lease's deadline passes without a successful renewal, :class:`~s3exp.LeaseLost` is
 raised in the thread that entered ``with run:``, and no result is written.  The result
 itself is fenced: a worker whose attempt was sealed by a taker cannot commit one,
-whatever its clocks say (see :mod:`s3exp._leases`).
+whatever its clocks say (see :mod:`s3exp.bucket._leases`).
 """
 
 from __future__ import annotations
@@ -37,11 +37,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from s3exp import _keys
-from s3exp._claims import Claim, Claimer, read_control
-from s3exp._clock import Clock, SystemClock
-from s3exp._costs import CostMeter, check_meter_id
-from s3exp._errors import (
+from s3exp.bucket import _keys
+from s3exp.bucket._leases import Lease, WorkerIdentity, heartbeat_interval, record
+from s3exp.core._clock import Clock, SystemClock
+from s3exp.core._errors import (
     AlreadyExists,
     Conflict,
     Interrupted,
@@ -50,12 +49,13 @@ from s3exp._errors import (
     S3ExpError,
     StoreError,
 )
-from s3exp._experiments import load_experiment
-from s3exp._leases import Lease, WorkerIdentity, heartbeat_interval, record
-from s3exp._metrics_log import MetricBuffer, RunIdentity
-from s3exp._provenance import provenance
-from s3exp._timers import Timer, call_later
+from s3exp.core._timers import Timer, call_later
+from s3exp.ops._costs import CostMeter, check_meter_id
+from s3exp.runs._claims import Claim, Claimer, read_control
+from s3exp.runs._provenance import provenance
+from s3exp.specs._experiments import load_experiment
 from s3exp.stores import ObjectMeta, Store, open_store
+from s3exp.tables._buffer import MetricBuffer, RunIdentity
 
 __all__ = ["Run", "Worker", "WorkerStats"]
 
@@ -74,7 +74,7 @@ class WorkerStats:
 class _Heartbeat(threading.Thread):
     """Renews one lease every ttl/3 by If-Match; on loss, stops the run.
 
-    Started by the process's timer thread (:mod:`s3exp._timers`) when the run's first
+    Started by the process's timer thread (:mod:`s3exp.core._timers`) when the run's first
     renewal falls due, so a run that ends sooner never starts one; it renews at once.
     """
 

@@ -1,7 +1,7 @@
 """Least-privilege IAM policy documents for the people and functions that use one project.
 
 A project is a bucket and a prefix (``s3://bucket/prefix``).  Each role gets exactly the
-key kinds of :func:`s3exp._keys.globs` that it reads and writes:
+key kinds of :func:`s3exp.bucket._keys.globs` that it reads and writes:
 
 ============  ==========================================================================
 worker        reads specs, control and run state; writes leases, results, error and
@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from s3exp import _keys
+from s3exp.bucket import _keys
 
 __all__ = ["ROLES", "Role", "bucket_policy", "policy"]
 

@@ -52,7 +52,7 @@ stops its body); no outcome depends on it.
   renewal, release) is timed from *before its request is first sent*, retries included;
   the server applied it later than that, so nobody can judge it stale until at least
   ``ttl + 1 s`` after that instant.  The holder's clock counts suspend
-  (:func:`s3exp._clock.elapsed`).
+  (:func:`s3exp.core._clock.elapsed`).
 * **Heartbeat**: every ``ttl / 3`` after the last successful write's send.
 * **Deadline**: ``ttl`` after the last successful write's send, the holder stops the
   body (LeaseLost in Python, SIGTERM then SIGKILL for a command's child), whether or not a
@@ -71,9 +71,9 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from s3exp import _keys
-from s3exp._errors import AlreadyExists
-from s3exp._names import safe_name
+from s3exp.bucket import _keys
+from s3exp.core._errors import AlreadyExists
+from s3exp.core._names import safe_name
 from s3exp.stores import ObjectMeta, Store
 
 STALE_MARGIN = 2.0

@@ -26,8 +26,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from s3exp._distributions import Param
-from s3exp._specs import ExperimentSpec
+from s3exp.specs._distributions import Param
+from s3exp.specs._models import ExperimentSpec
 
 __all__ = ["METRICS_SCHEMA", "RESULTS_BASE_SCHEMA", "param_types", "results_table", "with_experiment"]
 
