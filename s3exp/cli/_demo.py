@@ -255,10 +255,10 @@ def run_demo(url: str, *, processes: int = 3, runs_per_pair: int = 3,
     print("\n")
     print(render_status(experiment_status(store, "demo")))
 
-    from s3exp.tables._compaction import compact
+    from s3exp.ops._compact import compact_and_record
     from s3exp.tables._reading import metrics, results
 
-    report = compact(store, "demo")
+    report = compact_and_record(store, "demo")
     print(f"\ncompacted: {report.runs_compacted} runs, {report.rows} metric rows from "
           f"{report.shards_read} shards into metrics/experiment=demo/ and results/experiment=demo/")
     table = results(store, "demo")

@@ -171,15 +171,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return _fan_out(args)
     worker = Worker(store, args.experiments, sticky_dataset=args.sticky_dataset,
                     max_runs=args.max_runs, wait=args.wait, worker_id=args.worker_id)
-    for claimer in worker.claimers:
-        check_template(template, claimer.slots)
+    check_template(template, worker.slots())
     for run in worker:
         with run:
             run_command(run, template, grace=args.grace)
     st = worker.stats
     print(f"s3exp worker {worker.identity.id}: {st.completed} completed, {st.failed} failed, "
           f"{st.lost} lost, {st.interrupted} interrupted", file=sys.stderr)
-    return 143 if st.interrupted and worker._stop else 0
+    return 143 if st.interrupted and worker.stopped_by is not None else 0
 
 
 def _fan_out(args: argparse.Namespace) -> int:
@@ -305,18 +304,12 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from s3exp.ops._costs import record_requests
-    from s3exp.tables._compaction import compact
+    from s3exp.ops._compact import compact_and_record
 
     store = _store(args)
     names = args.experiments or list_experiments(store)
     for name in names:
-        before = store.requests.snapshot()
-        report = compact(store, name)
-        try:
-            record_requests(store, name, before)  # costs/NAME/compactor.json
-        except S3ExpError as e:
-            print(f"s3exp: could not record the compaction's request counts: {e}", file=sys.stderr)
+        report = compact_and_record(store, name)  # and costs/NAME/compactor.json
         print(json.dumps(report.to_dict()) if args.json else
               f"{name}: generation {report.generation}, {report.runs_compacted} runs, "
               f"{report.rows} rows compacted from {report.shards_read} shards"

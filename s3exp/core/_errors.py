@@ -7,6 +7,8 @@ Every error s3exp raises on purpose derives from :class:`S3ExpError`::
     ├── ConfigError            a bad store URL, a missing credential, a missing bucket
     ├── SpecConflict           a different spec already exists under the same name
     ├── NotFoundError          an experiment, run or object that should exist does not
+    ├── DamagedObject          a stored object does not parse or has an unknown format;
+    │                          ``.key`` names it
     ├── LeaseLost              another worker took this run over; stop, write no result
     ├── RunAlreadyCompleted    another writer's result holds this attempt's key; ``.winner``
     └── StoreError             the store refused or failed a request
@@ -31,6 +33,7 @@ __all__ = [
     "AlreadyExists",
     "ConfigError",
     "Conflict",
+    "DamagedObject",
     "Interrupted",
     "LeaseLost",
     "NotFoundError",
@@ -77,6 +80,16 @@ class SpecConflict(S3ExpError):
 
 class NotFoundError(S3ExpError, LookupError):
     """An experiment or run that the caller named does not exist."""
+
+
+class DamagedObject(S3ExpError):
+    """A stored object does not parse, lacks a field, or has a format this version does not
+    know; ``key`` names it.  Nothing is deleted or rewritten automatically."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"damaged object {key}: {reason}")
 
 
 class LeaseLost(S3ExpError):

@@ -53,6 +53,7 @@ from s3exp.core._timers import Timer, call_later
 from s3exp.ops._costs import CostMeter, check_meter_id
 from s3exp.runs._claims import Claim, Claimer, read_control
 from s3exp.runs._provenance import provenance
+from s3exp.specs._expansion import RunSlot
 from s3exp.specs._experiments import load_experiment
 from s3exp.stores import ObjectMeta, Store, open_store
 from s3exp.tables._buffer import MetricBuffer, RunIdentity
@@ -69,6 +70,8 @@ class WorkerStats:
     lost: int = 0
     interrupted: int = 0
     run_ids: list[str] = field(default_factory=list)
+    failed_runs: list[str] = field(default_factory=list)
+    """Runs whose last attempt by this worker failed (``s3exp worker`` then exits 1)."""
 
 
 class _Heartbeat(threading.Thread):
@@ -380,6 +383,8 @@ class Run:
             self._finish()
             if self._worker is not None:
                 self._worker.stats.completed += 1
+                if self.run_id in self._worker.stats.failed_runs:
+                    self._worker.stats.failed_runs.remove(self.run_id)
             return body
 
     def _refused(self, key: str) -> None:
@@ -421,6 +426,8 @@ class Run:
             self._finish()
             if self._worker is not None:
                 self._worker.stats.failed += 1
+                if self.run_id not in self._worker.stats.failed_runs:
+                    self._worker.stats.failed_runs.append(self.run_id)
 
     def release_interrupted(self, reason: str = "interrupted") -> None:
         """Give the run back without counting an attempt (preemption, cancel)."""
@@ -567,6 +574,8 @@ class Worker:
         self.current: Run | None = None
         self._last_dataset: str | None = None
         self._stop = False
+        self.stopped_by: int | None = None
+        """The signal (SIGTERM, SIGINT) that ended the loop, if one did."""
         self._pending_signal: int | None = None
         self._critical = 0
 
@@ -574,6 +583,7 @@ class Worker:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stop = True
+        self.stopped_by = signum
         if self._critical:
             self._pending_signal = signum  # raised when the critical section ends
             return
@@ -659,6 +669,10 @@ class Worker:
             if run is not None and self._pending_signal is not None:
                 run.release_interrupted(f"signal {self._pending_signal}")
         return run
+
+    def slots(self) -> list[RunSlot]:
+        """Every run slot of the experiments this worker serves, highest priority first."""
+        return [slot for c in self.claimers for slot in c.slots]
 
     def _unfinished(self) -> bool:
         """Whether another worker may still leave a run for this one to take over: some

@@ -9,20 +9,18 @@ manifest does not hold yet, whichever event asked for it.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
 from s3exp.bucket import _keys
-from s3exp.core._errors import NotFoundError, StoreError
+from s3exp.core._errors import NotFoundError
 from s3exp.core._names import name_problem
-from s3exp.ops._costs import record_requests
+from s3exp.ops._compact import compact_and_record
 from s3exp.serving._app import HttpRequest
 from s3exp.specs._experiments import list_experiments
 from s3exp.stores import S3Store, Store
-from s3exp.tables._compaction import compact
 
 __all__ = ["CompactRequest", "CompactSummary", "compact_for_request", "parse_compact_event",
            "parse_http_event"]
@@ -107,19 +105,12 @@ def compact_for_request(store: Store, request: CompactRequest) -> CompactSummary
     schedule = request.experiments is None
     names = list_experiments(store) if request.experiments is None else request.experiments
     for name in names:
-        before = store.requests.snapshot()
         try:
-            report = compact(store, name, housekeeping=schedule)
+            report = compact_and_record(store, name, housekeeping=schedule, record_noop=schedule)
         except NotFoundError as e:
             summary.skipped[name] = str(e)  # shards of an experiment that is not (or no longer) there
             continue
         summary.compacted[name] = report.to_dict()
-        if not schedule and not report.runs_compacted:
-            continue
-        try:
-            record_requests(store, name, before)  # costs/<exp>/compactor.json
-        except StoreError as e:
-            print(f"s3exp: could not record the compaction's request counts: {e}", file=sys.stderr)
     return summary
 
 
