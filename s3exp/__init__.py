@@ -31,13 +31,13 @@ from s3exp.specs._models import SCHEMA_VERSION, ExperimentSpec, load_spec, parse
 # which every CLI command paid, ``--help`` and a one-line input error included.
 _LAZY = {
     "current_run": "s3exp.runs._child",
-    "CompactionReport": "s3exp.tables._compaction", "compact": "s3exp.tables._compaction",
+    "CompactionReport": "s3exp.tables._compaction", "compact": "s3exp.ops._compact",
     "RunSlot": "s3exp.specs._expansion", "count_runs": "s3exp.specs._expansion", "expand": "s3exp.specs._expansion",
     "SubmitResult": "s3exp.specs._experiments", "list_experiments": "s3exp.specs._experiments",
     "load_experiment": "s3exp.specs._experiments", "submit": "s3exp.specs._experiments",
-    "read_results": "s3exp.ops._operations", "reset_runs": "s3exp.ops._operations",
-    "set_control": "s3exp.ops._operations",
-    "metrics": "s3exp.tables._reading", "query": "s3exp.tables._reading", "results": "s3exp.tables._reading",
+    "read_results": "s3exp.tables._reading", "reset_runs": "s3exp.ops._reset",
+    "set_control": "s3exp.ops._control",
+    "metrics": "s3exp.tables._reading", "query": "s3exp.tables._query", "results": "s3exp.tables._reading",
     "ExperimentStatus": "s3exp.ops._status", "experiment_status": "s3exp.ops._status",
     "Run": "s3exp.runs._worker", "Worker": "s3exp.runs._worker", "WorkerStats": "s3exp.runs._worker",
     "FileStore": "s3exp.stores", "MemoryStore": "s3exp.stores", "S3Store": "s3exp.stores",
@@ -45,7 +45,9 @@ _LAZY = {
 }
 
 if _typing.TYPE_CHECKING:
-    from s3exp.ops._operations import read_results, reset_runs, set_control
+    from s3exp.ops._compact import compact
+    from s3exp.ops._control import set_control
+    from s3exp.ops._reset import reset_runs
     from s3exp.ops._status import ExperimentStatus, experiment_status
     from s3exp.runs._child import current_run
     from s3exp.runs._worker import Run, Worker, WorkerStats
@@ -57,8 +59,9 @@ if _typing.TYPE_CHECKING:
         submit,
     )
     from s3exp.stores import FileStore, MemoryStore, S3Store, Store, open_store
-    from s3exp.tables._compaction import CompactionReport, compact
-    from s3exp.tables._reading import metrics, query, results
+    from s3exp.tables._compaction import CompactionReport
+    from s3exp.tables._query import query
+    from s3exp.tables._reading import metrics, read_results, results
 
 
 def __getattr__(name: str) -> object:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from s3exp import SystemClock, Worker
-from s3exp.bucket._leases import Lease
+from s3exp.bucket._records import Lease
 from s3exp.core._errors import ObjectNotFound
 from s3exp.stores import FileStore, S3Store, Store
 
@@ -224,7 +224,7 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: fl
 
 def read_lease(store: Store, exp: str, run_id: str) -> Lease | None:
     try:
-        return Lease.from_bytes(store.get(f"runs/{exp}/{run_id}/lease.json").data)
+        return Lease.from_bytes(store.get(f"runs/{exp}/{run_id}/lease.json").data, f"runs/{exp}/{run_id}/lease.json")
     except ObjectNotFound:
         return None
 

@@ -19,7 +19,7 @@ import pytest
 
 import s3exp
 from s3exp.bucket import _keys
-from s3exp.bucket._leases import WorkerIdentity
+from s3exp.bucket._records import WorkerIdentity
 from s3exp.cli import main
 from s3exp.core._errors import ConfigError
 from s3exp.core._names import name_problem

@@ -17,7 +17,7 @@ import pytest
 import s3exp
 from s3exp.bucket import _keys
 from s3exp.stores import FileStore
-from s3exp.tables._reading import VIEWS
+from s3exp.tables._query import VIEWS
 from tests._cfn import REPO, TEMPLATE, load_template, render
 
 BUCKET, PREFIX = "exp-bucket", "team/proj"

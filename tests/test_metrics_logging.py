@@ -20,11 +20,12 @@ from s3exp.bucket import _keys
 from s3exp.core._errors import StoreError
 from s3exp.runs._agent import run_command
 from s3exp.stores import FileStore, MemoryStore, ObjectMeta, Store
-from s3exp.tables._buffer import SHARD_SCHEMA, MetricBuffer, RunIdentity
+from s3exp.tables._buffer import MetricBuffer
+from s3exp.tables._schema import SHARD_SCHEMA, AttemptIdentity
 
 from ._delegating_store import DelegatingStore
 
-IDENT = RunIdentity("exp", "r1", 2, "iris", "SGD", "w1")
+IDENT = AttemptIdentity("exp", "r1", 2, "iris", "SGD", "w1")
 
 
 def shard_rows(store: Store, prefix: str = "staging/") -> list[dict[str, object]]:

@@ -293,11 +293,14 @@ def test_compacted_rows_equal_the_staged_rows_in_every_column_across_boundaries(
 
 
 def test_results_table_from_a_stream_fills_metrics_first_seen_late_with_nulls() -> None:
+    from s3exp.bucket._records import ResultRecord
     from s3exp.tables._schema import results_table
 
-    records = [{"run_id": "a", "attempt": 1, "metrics": {"loss": 0.5}},
-               {"run_id": "b", "attempt": 2, "metrics": {"loss": 0.25, "acc": 0.9}},
-               {"run_id": "c", "attempt": 1, "metrics": {"acc": 0.8, "f1": "n/a"}}]
+    def record(run_id: str, attempt: int, metrics: dict[str, object]) -> ResultRecord:
+        return ResultRecord("r", run_id, attempt, "t", {}, metrics, "w")
+
+    records = [record("a", 1, {"loss": 0.5}), record("b", 2, {"loss": 0.25, "acc": 0.9}),
+               record("c", 1, {"acc": 0.8, "f1": "n/a"})]
     table = results_table(spec("r", 3), iter(records))  # one pass over a generator
     assert table.column("run_id").to_pylist() == ["a", "b", "c"]
     assert table.column("metric_loss").to_pylist() == [0.5, 0.25, None]

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import s3exp
-from s3exp.bucket._leases import Lease
+from s3exp.bucket._records import Lease
 from s3exp.specs._expansion import expand
 from s3exp.stores import Store
 
@@ -141,7 +141,8 @@ def test_kill_9_python_worker_run_is_taken_over_after_ttl(any_target: tuple[rw.W
         assert taker.wait(SETTLE) == 0  # and the taker exits: nothing left to do
         _check_expired_takeover(store, run_id, "victim", "taker", last_renewal)
         assert taker.report()["stats"] | {"run_ids": None} == {
-            "claimed": 1, "completed": 1, "failed": 0, "lost": 0, "interrupted": 0, "run_ids": None}
+            "claimed": 1, "completed": 1, "failed": 0, "lost": 0, "interrupted": 0, "run_ids": None,
+            "failed_runs": []}
     finally:
         victim.kill()
         if taker is not None:

@@ -281,10 +281,9 @@ def run_demo(url: str, *, processes: int = 3, runs_per_pair: int = 3,
 
 
 def _progress(store: Any, total: int, elapsed: float) -> None:
-    from s3exp.bucket import _keys
-    from s3exp.bucket._leases import parse_listing
+    from s3exp.bucket._listing import list_runs
 
-    listing = parse_listing("demo", list(store.list(_keys.runs_prefix("demo"))), store.server_time())
+    listing = list_runs(store, "demo")
     done = sum(1 for objs in listing.runs.values() if objs.result is not None)
     width = 30
     filled = int(width * done / total) if total else width

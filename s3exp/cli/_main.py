@@ -229,7 +229,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
-    from s3exp.ops._operations import reset_runs
+    from s3exp.ops._reset import reset_runs
 
     if not (args.failed or args.interrupted or args.run):
         raise ConfigError("say which runs to reset: --failed, --interrupted or --run ID")
@@ -243,7 +243,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 def _control(state: str) -> Callable[[argparse.Namespace], int]:
     def cmd(args: argparse.Namespace) -> int:
-        from s3exp.ops._operations import set_control
+        from s3exp.ops._control import set_control
 
         previous = set_control(_store(args), args.experiment, state)  # type: ignore[arg-type]
         print(f"{args.experiment}: {previous} -> {state}")
@@ -275,7 +275,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     _check_output(args.output)
     store = _store(args)
     if args.format == "json":
-        from s3exp.ops._operations import read_results
+        from s3exp.tables._reading import read_results
 
         body = json.dumps(read_results(store, args.experiment), indent=1, default=str) + "\n"
         if args.output:
@@ -318,7 +318,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from s3exp.tables._reading import query
+    from s3exp.tables._query import query
 
     table = query(_store(args), args.sql, experiments=args.experiment or None)
     from s3exp.tables._formats import format_table

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import os
-import sys
 import threading
 from collections.abc import Callable
 
@@ -32,6 +32,8 @@ from s3exp.core._clock import elapsed
 __all__ = ["MAX_SLEEP", "Timer", "call_later"]
 
 MAX_SLEEP = 1.0
+
+log = logging.getLogger(__name__)
 
 
 class Timer:
@@ -91,7 +93,7 @@ class _Scheduler:
             try:
                 timer.fn()
             except Exception as e:  # noqa: BLE001 - one bad callback must not stop the others
-                print(f"s3exp: timer callback failed: {e!r}", file=sys.stderr)
+                log.exception("timer callback failed: %r", e)
 
     def _after_fork(self) -> None:
         # The child has no timer thread; pending timers belong to the parent's runs.

@@ -21,7 +21,7 @@ write includes itself.
 
 from __future__ import annotations
 
-import json
+import logging
 import socket
 import threading
 import time
@@ -31,10 +31,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from s3exp.bucket import _keys
+from s3exp.bucket._records import CostRecord
 from s3exp.core._errors import (
     AlreadyExists,
     ConfigError,
     Conflict,
+    DamagedObject,
     ObjectNotFound,
     StoreError,
 )
@@ -54,6 +56,8 @@ __all__ = [
     "record_requests",
     "render_costs",
 ]
+
+log = logging.getLogger(__name__)
 
 KINDS = ("PUT", "GET", "HEAD", "LIST", "DELETE")
 
@@ -171,18 +175,12 @@ class CostMeter:
         except ObjectNotFound:
             self._etag, self._stored = None, {}
             return
-        try:
-            raw = json.loads(blob.data)
-            stored = {str(k): int(v) for k, v in dict(raw["requests"]).items()}
-        except (ValueError, KeyError, TypeError) as e:
-            raise StoreError(f"{self.key!r} is not a cost record; not overwriting it", self.key) from e
-        self._etag, self._stored = blob.etag, stored
+        # A damaged record raises DamagedObject: it is not overwritten.
+        self._etag, self._stored = blob.etag, CostRecord.from_bytes(blob.data, self.key).requests
 
     def _body(self, total: Mapping[str, int]) -> bytes:
-        body = {"id": self.meter_id, "role": self.role, "experiment": self.experiment,
-                "served": self.served, "requests": dict(sorted(total.items())),
-                "host": socket.gethostname(), "updated_at": datetime.now(UTC).isoformat()}
-        return (json.dumps(body, separators=(",", ":")) + "\n").encode()
+        return CostRecord(self.meter_id, self.role, self.experiment, dict(total), self.served,
+                          socket.gethostname(), datetime.now(UTC).isoformat()).to_bytes()
 
 
 def record_requests(store: Store, experiment: str, baseline: Mapping[str, int], *,
@@ -217,17 +215,15 @@ def read_costs(store: Store, exp: str, finished_runs: int) -> CostReport:
     meters: list[dict[str, Any]] = []
     for meta in store.list(_keys.costs_prefix(exp)):
         try:
-            raw = json.loads(store.get(meta.key).data)
-            counts = {str(k): int(v) for k, v in dict(raw["requests"]).items()}
+            record = CostRecord.from_bytes(store.get(meta.key).data, meta.key)
         except ObjectNotFound:
             continue
-        except (ValueError, KeyError, TypeError):
-            continue  # not a cost record; nothing of ours writes such a body
-        total = _add(total, counts)
-        meters.append({"id": str(raw.get("id", meta.key.rsplit("/", 1)[-1])),
-                       "role": str(raw.get("role", "")), "requests": counts,
-                       "dollars": dollars(counts),
-                       "updated_at": raw.get("updated_at")})
+        except DamagedObject as e:
+            log.warning("skipped %s", e)  # a damaged record costs its own line, not the total
+            continue
+        total = _add(total, record.requests)
+        meters.append({"id": record.id, "role": record.role, "requests": record.requests,
+                       "dollars": dollars(record.requests), "updated_at": record.updated_at})
     ordered = {k: total.get(k, 0) for k in KINDS}
     ordered.update({k: n for k, n in sorted(total.items()) if k not in ordered})
     per_run = ({k: round(n / finished_runs, 4) for k, n in ordered.items()}

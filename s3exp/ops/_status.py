@@ -7,58 +7,24 @@ newest error records shown.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from s3exp.bucket import _keys
-from s3exp.bucket._leases import Lease, RunListing, is_stale, parse_listing
-from s3exp.core._errors import AlreadyExists, Conflict, NotFoundError, ObjectNotFound
-from s3exp.runs._claims import read_control
+from s3exp.bucket._leases import is_stale
+from s3exp.bucket._listing import RunListing, list_runs
+from s3exp.bucket._records import AttemptRecord, ExperimentStatus, Lease, PairStatus
+from s3exp.core._errors import ObjectNotFound
+from s3exp.ops._control import read_control
 from s3exp.specs._expansion import RunSlot, expand
 from s3exp.specs._experiments import load_experiment
 from s3exp.specs._models import ExperimentSpec
 from s3exp.stores import Store
 
-__all__ = [
-    "STATES",
-    "ExperimentStatus",
-    "experiment_status",
-    "read_status_rollup",
-    "render_status",
-    "run_states",
-    "write_status_rollup",
-]
+__all__ = ["STATES", "ExperimentStatus", "compute_status", "experiment_status", "render_status",
+           "run_states"]
 
 STATES = ("pending", "running", "done", "failed", "interrupted")
-
-
-@dataclass(slots=True)
-class PairStatus:
-    dataset: str | None
-    model_group: str | None
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
-
-
-@dataclass(slots=True)
-class ExperimentStatus:
-    """Everything ``s3exp status`` shows, as plain data (``to_dict`` for JSON)."""
-
-    experiment: str
-    control: str
-    total: int
-    counts: dict[str, int]
-    pairs: list[PairStatus]
-    workers: list[dict[str, Any]]
-    stale: list[dict[str, Any]]
-    errors: list[dict[str, Any]]
-    runs_per_minute: float | None
-    eta_seconds: float | None
-    server_time: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def run_states(store: Store, spec: ExperimentSpec, listing: RunListing | None = None,
@@ -68,7 +34,7 @@ def run_states(store: Store, spec: ExperimentSpec, listing: RunListing | None = 
     and ``slots``, when the caller has them: a fresh LIST of the runs, and the expansion)."""
     exp = spec.name
     if listing is None:
-        listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
+        listing = list_runs(store, exp)
     states: dict[str, str] = {}
     leases: dict[str, Lease] = {}
     for slot in slots if slots is not None else expand(spec, params=False):
@@ -78,8 +44,9 @@ def run_states(store: Store, spec: ExperimentSpec, listing: RunListing | None = 
         elif objs.lease is None:
             states[slot.run_id] = "pending"
         else:
+            key = _keys.lease(exp, slot.run_id)
             try:
-                lease = Lease.from_bytes(store.get(_keys.lease(exp, slot.run_id)).data)
+                lease = Lease.from_bytes(store.get(key).data, key)
             except ObjectNotFound:
                 states[slot.run_id] = "pending"
                 continue
@@ -89,13 +56,16 @@ def run_states(store: Store, spec: ExperimentSpec, listing: RunListing | None = 
 
 
 def experiment_status(store: Store, exp: str, *, last_errors: int = 5) -> ExperimentStatus:
-    return _status(store, load_experiment(store, exp), None, last_errors)
+    """The status of ``exp`` now: one LIST of its runs, and the bodies a LIST cannot tell."""
+    return compute_status(store, load_experiment(store, exp), None, last_errors)
 
 
-def _status(store: Store, spec: ExperimentSpec, fresh: RunListing | None,
-            last_errors: int = 5) -> ExperimentStatus:
+def compute_status(store: Store, spec: ExperimentSpec, fresh: RunListing | None,
+                   last_errors: int = 5) -> ExperimentStatus:
+    """The status of ``spec``'s experiment from ``fresh`` (a listing the caller just made),
+    or from a new LIST."""
     exp = spec.name
-    control, _ = read_control(store, exp)
+    control = read_control(store, exp).state
     slots = expand(spec, params=False)
     states, leases, listing = run_states(store, spec, fresh, slots)
     now: datetime = listing.server_now
@@ -105,7 +75,8 @@ def _status(store: Store, spec: ExperimentSpec, fresh: RunListing | None,
     stale: list[dict[str, Any]] = []
     for slot in slots:
         state = states[slot.run_id]
-        pair = pairs.setdefault((slot.dataset, slot.model_group), PairStatus(slot.dataset, slot.model_group))
+        pair = pairs.setdefault((slot.dataset, slot.model_group),
+                                PairStatus(slot.dataset, slot.model_group, dict.fromkeys(STATES, 0)))
         pair.counts[state] += 1
         counts[state] += 1
         if state == "running":
@@ -122,13 +93,13 @@ def _status(store: Store, spec: ExperimentSpec, fresh: RunListing | None,
                    key=lambda m: m.last_modified, reverse=True)[:last_errors]
     for m in metas:
         try:
-            body = json.loads(store.get(m.key).data)
+            record = AttemptRecord.from_bytes(store.get(m.key).data, m.key)
         except ObjectNotFound:
             continue
-        text = str(body.get("error", ""))
-        errors.append({"run_id": body.get("run_id"), "attempt": body.get("attempt"),
-                       "at": body.get("at"), "reason": body.get("reason"),
-                       "error": text.strip().splitlines()[-1][:200] if text.strip() else ""})
+        text = record.error.strip()
+        errors.append({"run_id": record.run_id, "attempt": record.attempt, "at": record.at,
+                       "reason": record.reason,
+                       "error": text.splitlines()[-1][:200] if text else ""})
     rate, eta = _throughput(listing, now, counts)
     return ExperimentStatus(exp, control, sum(counts.values()), counts, list(pairs.values()),
                             workers, stale, errors, rate, eta, now.isoformat())
@@ -188,35 +159,3 @@ def render_status(st: ExperimentStatus) -> str:
         for e in st.errors:
             lines.append(f"    {e['run_id']} attempt {e['attempt']}: {e['error']}")
     return "\n".join(lines)
-
-
-def write_status_rollup(store: Store, exp: str, *, spec: ExperimentSpec | None = None,
-                        listing: RunListing | None = None) -> ExperimentStatus:
-    """Store the current status as ``status/<exp>.json`` (CAS), so that a status read for a
-    large experiment is one GET.  Written by compaction, which passes the spec and the
-    listing of the runs it has just read (saving a GET and a LIST of every run)."""
-    st = _status(store, spec or load_experiment(store, exp), listing)
-    body = json.dumps(st.to_dict(), separators=(",", ":")).encode()
-    key = _keys.status_rollup(exp)
-    for _ in range(3):
-        try:
-            try:
-                current = store.head(key)
-            except ObjectNotFound:
-                store.put_if_absent(key, body)
-            else:
-                store.put_if_match(key, body, current.etag)
-            break
-        except (AlreadyExists, Conflict):
-            continue  # a concurrent compactor wrote a rollup just now; either is fresh
-    return st
-
-
-def read_status_rollup(store: Store, exp: str) -> ExperimentStatus:
-    """The status as of the last compaction (one GET); NotFoundError if none was written."""
-    try:
-        raw = json.loads(store.get(_keys.status_rollup(exp)).data)
-    except ObjectNotFound:
-        raise NotFoundError(f"no status rollup for {exp!r} yet (run s3exp compact {exp})") from None
-    raw["pairs"] = [PairStatus(**p) for p in raw["pairs"]]
-    return ExperimentStatus(**raw)

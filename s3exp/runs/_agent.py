@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from s3exp.core._errors import ConfigError
 from s3exp.runs._child import parse_metric_line
-from s3exp.runs._worker import Run
+from s3exp.runs._run import Run
 from s3exp.specs._expansion import RunSlot
 
 __all__ = ["FIXED_FIELDS", "check_template", "fill_template", "run_command"]
@@ -196,7 +196,7 @@ def run_command(run: Run, template: Sequence[str], *, grace: float = 10.0) -> No
                     follower.poll()
                     run.check()  # LeaseLost or Interrupted (cancel), as the heartbeat saw
         finally:
-            with run._critical():  # a SIGTERM now waits until the child is stopped
+            with run.critical():  # a SIGTERM now waits until the child is stopped
                 _stop_child(proc, grace)
             tail.join(timeout=5)
             follower.poll()

@@ -26,41 +26,22 @@ so that a zombie of that attempt can never commit a result.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from datetime import datetime
 
 from s3exp.bucket import _keys
-from s3exp.bucket._leases import (
-    Lease,
-    RunListing,
-    WorkerIdentity,
-    is_stale,
-    parse_listing,
-    record,
-    seal,
-)
+from s3exp.bucket._leases import is_stale, seal
+from s3exp.bucket._listing import RunListing, list_runs
+from s3exp.bucket._records import AttemptRecord, Lease, WorkerIdentity
 from s3exp.core._clock import Clock
 from s3exp.core._errors import AlreadyExists, Conflict, ObjectNotFound
+from s3exp.ops._control import ControlState, read_control
 from s3exp.specs._expansion import RunSlot, expand
 from s3exp.specs._models import ExperimentSpec
 from s3exp.stores import ObjectMeta, Store
 
-__all__ = ["Claim", "Claimer", "ControlState", "read_control"]
-
-ControlState = str  # "active" | "paused" | "cancelled"
-
-
-def read_control(store: Store, exp: str) -> tuple[ControlState, str | None]:
-    """The experiment's control state and the ETag of its control object (None if absent)."""
-    try:
-        blob = store.get(_keys.control(exp))
-    except ObjectNotFound:
-        return "active", None
-    state = str(json.loads(blob.data).get("state", "active"))
-    return state, blob.etag
-
+__all__ = ["Claim", "Claimer"]
 
 @dataclass(frozen=True, slots=True)
 class Claim:
@@ -132,8 +113,7 @@ class Claimer:
         """LIST the runs prefix (plus one GET of the control object) and rebuild the picture."""
         if self.clock.monotonic() - self._control_read_at > self.control_seconds:
             self._read_control()
-        metas = list(self.store.list(_keys.runs_prefix(self.exp)))
-        listing = parse_listing(self.exp, metas, self.store.server_time())
+        listing = list_runs(self.store, self.exp)
         self._listing = listing
         self._listed_at = self.clock.monotonic()
         self._free, self._history, self._stale = [], [], []
@@ -165,7 +145,7 @@ class Claimer:
         return listing
 
     def _read_control(self) -> None:
-        self.control, _ = read_control(self.store, self.exp)
+        self.control = read_control(self.store, self.exp).state
         self._control_read_at = self.clock.monotonic()
 
     @property
@@ -269,7 +249,8 @@ class Claimer:
         except ObjectNotFound:
             return None
         cached = self._lease_cache.get(run_id)
-        lease = cached[1] if cached and cached[0] == blob.etag else Lease.from_bytes(blob.data)
+        lease = (cached[1] if cached and cached[0] == blob.etag
+                 else Lease.from_bytes(blob.data, blob.meta.key))
         self._lease_cache[run_id] = (blob.etag, lease)
         return lease, blob.meta
 
@@ -313,10 +294,10 @@ class Claimer:
         return Claim(self.spec, self._by_id[run_id], new, written, sent) if claim else None
 
     def _write_expired_record(self, dead: Lease, now: datetime) -> None:
-        body = record("error", dead, now, reason="lease expired",
-                      error=f"lease expired: worker {dead.worker.id} on {dead.worker.host} "
-                            f"(pid {dead.worker.pid}) stopped renewing it; taken over by "
-                            f"{self.identity.id}")
+        body = AttemptRecord.of("error", dead, now, reason="lease expired",
+                                error=f"lease expired: worker {dead.worker.id} on {dead.worker.host} "
+                                      f"(pid {dead.worker.pid}) stopped renewing it; taken over by "
+                                      f"{self.identity.id}").to_bytes()
         try:
             self.store.put_if_absent(_keys.error(self.exp, dead.run_id, dead.attempt), body)
         except AlreadyExists:

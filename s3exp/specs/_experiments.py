@@ -7,19 +7,20 @@ winner back and either finds the same spec hash (a no-op) or raises SpecConflict
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from s3exp._version import __version__
 from s3exp.bucket import _keys
+from s3exp.bucket._records import SpecRecord
 from s3exp.core._errors import (
     AlreadyExists,
+    DamagedObject,
     NotFoundError,
     ObjectNotFound,
     SpecConflict,
-    StoreError,
+    SpecError,
 )
 from s3exp.core._names import name_problem
 from s3exp.specs._expansion import count_runs
@@ -34,8 +35,6 @@ __all__ = [
     "submit",
 ]
 
-RECORD_FORMAT = "s3exp.spec/1"
-
 
 @dataclass(frozen=True, slots=True)
 class SubmitResult:
@@ -48,16 +47,8 @@ class SubmitResult:
 
 
 def _record(spec: ExperimentSpec) -> bytes:
-    body = {
-        "format": RECORD_FORMAT,
-        "spec": spec.normalized(),
-        "spec_hash": spec.spec_hash,
-        "space_hash": spec.space_hash,
-        "runs": count_runs(spec),
-        "s3exp_version": __version__,
-        "submitted_at": datetime.now(UTC).isoformat(),
-    }
-    return (json.dumps(body, indent=1, ensure_ascii=False) + "\n").encode()
+    return SpecRecord(spec.normalized(), spec.spec_hash, spec.space_hash, count_runs(spec),
+                      __version__, datetime.now(UTC).isoformat()).to_bytes()
 
 
 def first_difference(a: Any, b: Any, path: str = "") -> str:
@@ -89,32 +80,32 @@ def submit(store: Store, spec: ExperimentSpec) -> SubmitResult:
     except AlreadyExists:
         pass
     stored = _read_record(store, spec.name)
-    if stored["spec_hash"] == spec.spec_hash:
+    if stored.spec_hash == spec.spec_hash:
         return SubmitResult(spec.name, spec.spec_hash, runs, created=False)
-    where = first_difference(stored["spec"], spec.normalized()) or "<root>"
-    raise SpecConflict(spec.name, stored["spec_hash"], spec.spec_hash, where)
+    where = first_difference(stored.spec, spec.normalized()) or "<root>"
+    raise SpecConflict(spec.name, stored.spec_hash, spec.spec_hash, where)
 
 
-def _read_record(store: Store, name: str) -> dict[str, Any]:
+def _read_record(store: Store, name: str) -> SpecRecord:
     problem = name_problem(name)
     if problem:
         raise NotFoundError(f"no experiment {name!r}: the name {problem}")
+    key = _keys.spec(name)
     try:
-        blob = store.get(_keys.spec(name))
+        blob = store.get(key)
     except ObjectNotFound:
         raise NotFoundError(f"no experiment {name!r} in {store.url}") from None
-    try:
-        record = json.loads(blob.data)
-        if record.get("format") != RECORD_FORMAT:
-            raise ValueError(record.get("format"))
-    except (ValueError, AttributeError) as e:
-        raise StoreError(f"the stored spec of {name!r} is not an s3exp spec record", _keys.spec(name)) from e
-    return dict(record)
+    return SpecRecord.from_bytes(blob.data, key)
 
 
 def load_experiment(store: Store, name: str) -> ExperimentSpec:
-    """The spec stored under ``name``; raise NotFoundError if there is none."""
-    return parse_spec(_read_record(store, name)["spec"])
+    """The spec stored under ``name``; NotFoundError if there is none, DamagedObject if
+    the stored record does not parse or its spec is no longer valid."""
+    record = _read_record(store, name)
+    try:
+        return parse_spec(record.spec)
+    except SpecError as e:
+        raise DamagedObject(_keys.spec(name), f"the stored spec is not valid: {e}") from None
 
 
 def list_experiments(store: Store) -> list[str]:

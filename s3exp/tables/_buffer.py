@@ -16,11 +16,10 @@ A crash loses at most the rows logged since the last successful flush.
 from __future__ import annotations
 
 import io
-import sys
+import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,49 +34,17 @@ from s3exp.bucket import _keys
 from s3exp.core._errors import AlreadyExists, S3ExpError
 from s3exp.core._timers import call_later
 from s3exp.stores import Store
+from s3exp.tables._schema import (
+    BUFFERED_ROW,
+    SHARD_SCHEMA,
+    SHARD_WRITE_OPTIONS,
+    VALUES,
+    AttemptIdentity,
+)
 
-__all__ = ["SHARD_SCHEMA", "SHARD_WRITE_OPTIONS", "MetricBuffer", "RunIdentity", "coerce_metrics"]
+__all__ = ["MetricBuffer", "coerce_metrics"]
 
-SHARD_SCHEMA = pa.schema([
-    ("experiment", pa.string()),
-    ("run_id", pa.string()),
-    ("attempt", pa.int32()),
-    ("step", pa.int64()),
-    ("name", pa.string()),
-    ("value", pa.float64()),
-    ("ts", pa.timestamp("us", tz="UTC")),
-    ("dataset", pa.string()),
-    ("model", pa.string()),
-    ("worker", pa.string()),
-])
-
-# How shards are written.  The Arrow schema is not stored: readers see plain strings, as
-# SHARD_SCHEMA says.  Snappy, not zstd: shards are small and read once, by compaction,
-# where zstd's per-column decoder set-up cost about 1 ms per shard (3x snappy's whole
-# decode).  Dictionary pages only for the strings: plain-encoded numbers make shards 10%
-# smaller and 10% faster to decode than the default.
-SHARD_WRITE_OPTIONS: dict[str, Any] = {
-    "compression": "snappy",
-    "use_dictionary": [f.name for f in SHARD_SCHEMA if f.type == pa.string()],
-    "store_schema": False,
-}
-
-# What ``log`` buffers per value: (step, name, value, POSIX timestamp).
-_ROW = pa.struct([("step", pa.int64()), ("name", pa.string()), ("value", pa.float64()),
-                  ("ts", pa.float64())])
-
-
-@dataclass(frozen=True, slots=True)
-class RunIdentity:
-    """What every metric row of one attempt carries besides (step, name, value, ts)."""
-
-    experiment: str
-    run_id: str
-    attempt: int
-    dataset: str | None
-    model: str | None
-    worker: str
-
+log = logging.getLogger(__name__)
 
 def coerce_metrics(metrics: Mapping[str, Any]) -> list[tuple[str, float]]:
     """Validate a log call's metrics: string names, real numbers (bools count as 0/1)."""
@@ -104,7 +71,7 @@ class MetricBuffer:
     ``close`` raises, so a row can never be accepted and then silently left unwritten.
     """
 
-    def __init__(self, store: Store, ident: RunIdentity, *, flush_seconds: float = 5.0,
+    def __init__(self, store: Store, ident: AttemptIdentity, *, flush_seconds: float = 5.0,
                  flush_rows: int = 50_000) -> None:
         self.store = store
         self.ident = ident
@@ -184,8 +151,7 @@ class MetricBuffer:
             try:
                 self.flush()
             except Exception as e:  # noqa: BLE001 - kept for the next try; the run goes on
-                print(f"s3exp: metric upload for {self.ident.run_id} failed, will retry: {e}",
-                      file=sys.stderr)
+                log.warning("metric upload for %s failed, will retry: %s", self.ident.run_id, e)
 
     def _shard(self, rows: list[tuple[int, str, float, float]]) -> bytes:
         """Encode rows as one Parquet shard.  Runs on the flusher thread, so it is kept
@@ -194,31 +160,24 @@ class MetricBuffer:
         ident = self.ident
         # One conversion of the row tuples as a struct array: several times faster than
         # transposing them in Python first.
-        steps, names, values, stamps = pa.array(rows, type=_ROW).flatten()
-        micros = stamps.to_numpy() * 1e6
+        logged = dict(zip(VALUES, pa.array(rows, type=BUFFERED_ROW).flatten(), strict=True))
+        micros = logged["ts"].to_numpy() * 1e6
         finite = np.isfinite(micros)
-        ts = pa.array(np.where(finite, micros, 0).astype(np.int64),
-                      mask=None if finite.all() else ~finite).cast(SHARD_SCHEMA.field("ts").type)
+        logged["ts"] = pa.array(np.where(finite, micros, 0).astype(np.int64),
+                                mask=None if finite.all() else ~finite).cast(SHARD_SCHEMA.field("ts").type)
 
-        def constant(value: str | None) -> pa.Array:
+        def constant(f: pa.Field) -> pa.Array:
+            value = getattr(ident, f.name)
+            if f.type != pa.string():
+                return pa.array(np.full(n, value), f.type)
             if value is None:
                 return pa.nulls(n, pa.string())
             # One dictionary entry and n zero indices: no per-row Python object.
             return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
                                                   pa.array([value], pa.string()))
 
-        table = pa.table([
-            constant(ident.experiment),
-            constant(ident.run_id),
-            pa.array(np.full(n, ident.attempt, np.int32)),
-            steps,
-            names,
-            values,
-            ts,
-            constant(ident.dataset),
-            constant(ident.model),
-            constant(ident.worker),
-        ], names=SHARD_SCHEMA.names)
+        table = pa.table([logged[f.name] if f.name in logged else constant(f) for f in SHARD_SCHEMA],
+                         names=SHARD_SCHEMA.names)
         sink = io.BytesIO()
         pq.write_table(table, sink, **SHARD_WRITE_OPTIONS)
         return sink.getvalue()

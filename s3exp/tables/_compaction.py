@@ -41,14 +41,12 @@ size of the experiment.
 from __future__ import annotations
 
 import io
-import json
 import time
 import uuid
-from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -61,69 +59,30 @@ import pyarrow.compute  # noqa: F401 - registers the compute kernels that the Pa
 import pyarrow.parquet as pq
 
 from s3exp.bucket import _keys
-from s3exp.bucket._leases import parse_listing
+from s3exp.bucket._listing import RunListing, list_runs
+from s3exp.bucket._records import ResultRecord
 from s3exp.core._errors import AlreadyExists, Conflict, ObjectNotFound, S3ExpError
-from s3exp.ops._status import write_status_rollup
 from s3exp.specs._experiments import load_experiment
+from s3exp.specs._models import ExperimentSpec
 from s3exp.stores import ObjectMeta, Store
-from s3exp.tables._schema import METRICS_SCHEMA, results_table
+from s3exp.tables._housekeeping import ORPHAN_AGE, collect_orphans, expire_staging
+from s3exp.tables._manifest import Manifest, commit_manifest, publish, read_manifest
+from s3exp.tables._schema import (
+    IDENTITY,
+    PART_SCHEMA,
+    PART_WRITE_OPTIONS,
+    AttemptIdentity,
+    results_table,
+)
+from s3exp.tables._shards import decode_rows, fetch_ordered, staged_shards
 
-__all__ = ["CompactionReport", "Manifest", "compact", "collect_orphans", "read_manifest",
-           "staged_shards"]
+__all__ = ["CompactionReport", "compact_tables"]
 
-MANIFEST_FORMAT = "s3exp.compaction/1"
-ORPHAN_AGE = timedelta(hours=1)
 MAX_ROUNDS = 5
 
-# String columns are decoded as dictionaries (a handful of distinct values per shard):
-# several times faster to read and write than plain strings, and a fraction of the memory.
-_DICT_COLUMNS = ("run_id", "name", "dataset", "model", "worker")
-PART_SCHEMA = pa.schema([
-    pa.field(f.name, pa.dictionary(pa.int32(), f.type) if f.name in _DICT_COLUMNS else f.type)
-    for f in METRICS_SCHEMA
-])
 # Parts are written in row groups of this many rows (a few MB: large enough for Athena's
 # and DuckDB's scans, small enough that encoding one overlaps reading the next).
 ROW_GROUP_ROWS = 256 * 1024
-# How parts are written.  Snappy: Athena's default codec, and about twice as fast to write
-# as zstd for parts of this shape, at 7% more bytes (benchmarks/RESULTS.md).  The Arrow
-# schema is not stored, so readers see plain ``string`` columns (the Parquet data is
-# dictionary-encoded either way).
-_PART_WRITE_OPTIONS: dict[str, Any] = {
-    "compression": "snappy", "use_dictionary": list(_DICT_COLUMNS), "store_schema": False}
-# What compaction decodes from a shard; the rest of a row is its owner's (see decode_rows).
-ROW_SCHEMA = pa.schema([PART_SCHEMA.field(n) for n in ("step", "name", "value", "ts")])
-
-
-@dataclass(slots=True)
-class Manifest:
-    """What is compacted: the runs (and their winning attempt) and the parts holding them."""
-
-    experiment: str
-    generation: int = 0
-    runs: dict[str, int] = field(default_factory=dict)
-    parts: list[dict[str, Any]] = field(default_factory=list)
-    etag: str | None = None
-
-    def to_bytes(self) -> bytes:
-        body = {"format": MANIFEST_FORMAT, "experiment": self.experiment,
-                "generation": self.generation, "runs": self.runs, "parts": self.parts,
-                "metric_rows": self.metric_rows,
-                "updated_at": datetime.now(UTC).isoformat()}
-        return json.dumps(body, separators=(",", ":")).encode()
-
-    @property
-    def metric_rows(self) -> int:
-        return sum(int(p["rows"]) for p in self.parts if p["table"] == "metrics")
-
-
-def read_manifest(store: Store, exp: str) -> Manifest:
-    try:
-        blob = store.get(_keys.manifest(exp))
-    except ObjectNotFound:
-        return Manifest(exp)
-    raw = json.loads(blob.data)
-    return Manifest(exp, int(raw["generation"]), dict(raw["runs"]), list(raw["parts"]), blob.etag)
 
 
 @dataclass(slots=True)
@@ -143,53 +102,16 @@ class CompactionReport:
     committed: bool = False
     lost_race: bool = False
     seconds: float = 0.0
+    listing: RunListing | None = field(default=None, repr=False)
+    """The LIST of the runs the compaction worked from (not in ``to_dict``): what the
+    status rollup is computed from, without listing the runs again."""
+    spec: ExperimentSpec | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        return {k: getattr(self, k) for k in self.__slots__ if k not in ("listing", "spec")}
 
 
-def staged_shards(store: Store, exp: str) -> dict[str, dict[int, list[ObjectMeta]]]:
-    """Every staged shard of ``exp``: run_id -> attempt -> shard metas in sequence order."""
-    out: dict[str, dict[int, list[ObjectMeta]]] = defaultdict(lambda: defaultdict(list))
-    for meta in store.list(_keys.staging_prefix(exp)):
-        parsed = _keys.parse_shard(exp, meta.key)
-        if parsed is not None:
-            out[parsed[0]][parsed[1]].append(meta)
-    return out
-
-
-def decode_rows(data: bytes) -> pa.Table:
-    """A staged shard's per-row columns (``ROW_SCHEMA``: step, name, value, ts).
-
-    The identity columns are not decoded: a shard is written by the one ``MetricBuffer``
-    of one attempt, so within a shard they are constant, and compaction takes them from
-    the shard's key (run, attempt) and the run's result record (dataset, model, worker),
-    which that attempt wrote from the same lease.  Reading four columns instead of nine
-    halves the per-shard cost, which dominates for runs of a few thousand rows.
-    """
-    f = pq.ParquetFile(pa.BufferReader(data), read_dictionary=["name"])
-    table = f.read(columns=ROW_SCHEMA.names, use_threads=False)
-    return table if table.schema.equals(ROW_SCHEMA) else table.cast(ROW_SCHEMA)
-
-
-@dataclass(frozen=True, slots=True)
-class ShardOwner:
-    """The identity columns of every row of a run's winning attempt."""
-
-    run_id: str
-    attempt: int
-    dataset: str | None
-    model: str | None
-    worker: str | None
-
-    @classmethod
-    def of(cls, run_id: str, record: dict[str, Any]) -> ShardOwner:
-        """The owner of the shards of ``run_id``'s attempt that wrote ``record``."""
-        return cls(run_id, int(record["attempt"]), record.get("dataset"), record.get("model"),
-                   record.get("worker"))
-
-
-Pieces = list[tuple[ShardOwner, pa.Table]]  # decoded shards (or slices) and their owners
+Pieces = list[tuple[AttemptIdentity, pa.Table]]  # decoded shards (or slices) and their owners
 
 
 def _coded(values: list[str | None], counts: np.ndarray) -> pa.DictionaryArray:
@@ -212,63 +134,26 @@ def assemble_group(pieces: Pieces) -> pa.Table:
     counts = np.array([t.num_rows for _, t in pieces], np.int64)
     owners = [o for o, _ in pieces]
     rows = pa.concat_tables([t for _, t in pieces]).combine_chunks()
-    columns = {
-        "run_id": _coded([o.run_id for o in owners], counts),
-        "attempt": pa.array(np.repeat(np.array([o.attempt for o in owners], np.int32), counts)),
-        "dataset": _coded([o.dataset for o in owners], counts),
-        "model": _coded([o.model for o in owners], counts),
-        "worker": _coded([o.worker for o in owners], counts),
-    }
+    columns: dict[str, pa.Array] = {}
+    for name in IDENTITY:
+        values = [getattr(o, name) for o in owners]
+        t = PART_SCHEMA.field(name).type
+        columns[name] = (_coded(values, counts) if pa.types.is_dictionary(t) else
+                         pa.array(np.repeat(np.array(values, t.to_pandas_dtype()), counts), t))
     return pa.Table.from_arrays(
         [columns[n] if n in columns else rows.column(n) for n in PART_SCHEMA.names],
         schema=PART_SCHEMA)
-
-
-def fetch_ordered(store: Store, keys: Iterable[str], decode: Callable[[bytes], Any], *,
-                  read_ahead: int | None = None) -> Iterator[Any]:
-    """GET ``keys`` with up to ``read_ahead`` (default: ``store.parallel_gets``) in flight;
-    yield each decoded, in key order.
-
-    On S3 a GET is a round trip of tens of milliseconds: fetching one at a time would make
-    compaction latency-bound.  The window bounds memory to ``read_ahead`` objects.  Only
-    the GETs run in the pool; ``decode`` runs in the caller's thread.  Decoding is mostly
-    Python-level set-up per object (a Parquet footer, a JSON body), and eight threads
-    contending for the GIL over it were 1.6x slower than one (benchmarks/RESULTS.md);
-    for the same reason a local store is read by the caller alone.
-    """
-    if read_ahead is None:
-        read_ahead = store.parallel_gets
-    if read_ahead <= 1:
-        for key in keys:
-            yield decode(store.get(key).data)
-        return
-
-    def one(key: str) -> bytes:
-        return store.get(key).data
-
-    with ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="s3exp-fetch") as pool:
-        window: deque[Future[bytes]] = deque()
-        try:
-            for key in keys:
-                window.append(pool.submit(one, key))
-                if len(window) >= read_ahead:
-                    yield decode(window.popleft().result())
-            while window:
-                yield decode(window.popleft().result())
-        finally:
-            for fut in window:
-                fut.cancel()
 
 
 def parquet_bytes(table: pa.Table, row_group_size: int = ROW_GROUP_ROWS) -> bytes:
     """A table's bytes as a part (the results part; metrics parts use ``_PartEncoder``)."""
     sink = io.BytesIO()
     pq.write_table(table.combine_chunks(), sink, row_group_size=row_group_size,
-                   **_PART_WRITE_OPTIONS)
+                   **PART_WRITE_OPTIONS)
     return sink.getvalue()
 
 
-def _row_groups(pieces: Iterable[tuple[ShardOwner, pa.Table]], part_rows: int,
+def _row_groups(pieces: Iterable[tuple[AttemptIdentity, pa.Table]], part_rows: int,
                 group_rows: int) -> Iterator[tuple[int, Pieces, int]]:
     """Regroup a stream of (owner, rows) pieces into row groups: (part number, the pieces
     of one row group, their row count).  Parts have exactly ``part_rows`` rows (the last
@@ -297,7 +182,7 @@ class _PartEncoder:
 
     def __init__(self) -> None:
         self._sink = io.BytesIO()
-        self._writer = pq.ParquetWriter(self._sink, PART_SCHEMA, **_PART_WRITE_OPTIONS)
+        self._writer = pq.ParquetWriter(self._sink, PART_SCHEMA, **PART_WRITE_OPTIONS)
         self.rows = 0
 
     def add(self, pieces: Pieces) -> None:
@@ -309,45 +194,6 @@ class _PartEncoder:
         return self._sink.getvalue()
 
 
-def _publish(store: Store, manifest: Manifest, report: CompactionReport) -> None:
-    """Copy committed parts that are not yet at their published key (roll forward).
-
-    Only the newest generation can be unpublished: whoever commits generation G+1 has
-    first rolled generation G forward (step 1, on the very manifest its CAS replaces).  So
-    one HEAD per part of that generation, not a LIST of the tables, tells what to do.
-    """
-    for part in manifest.parts:
-        if int(part["generation"]) != manifest.generation:
-            continue
-        try:
-            store.head(part["key"])
-            continue
-        except ObjectNotFound:
-            pass
-        try:
-            blob = store.get(part["pending"])
-        except ObjectNotFound:
-            # Published, and its pending copy removed, by a racing compactor since our
-            # HEAD.  Anything else would be a lost part: say so loudly.
-            try:
-                store.head(part["key"])
-            except ObjectNotFound:
-                raise S3ExpError(f"compacted part {part['key']} is neither published nor "
-                                 f"pending ({part['pending']}): manifest generation "
-                                 f"{manifest.generation} of {manifest.experiment!r} is damaged"
-                                 ) from None
-            continue
-        try:
-            store.put_if_absent(part["key"], blob.data)
-            report.parts_published += 1
-        except AlreadyExists:
-            pass
-        try:
-            store.delete_if_match(part["pending"], blob.etag)
-        except Conflict:
-            pass
-
-
 def _delete_quietly(store: Store, key: str) -> None:
     try:
         store.delete_if_match(key, store.head(key).etag)
@@ -355,7 +201,7 @@ def _delete_quietly(store: Store, key: str) -> None:
         pass
 
 
-def compact(
+def compact_tables(
     store: Store,
     exp: str,
     *,
@@ -370,7 +216,8 @@ def compact(
 
     With ``housekeeping`` (the default), staged shards of compacted runs older than
     ``retention`` are deleted, pending parts of dead compactors older than ``orphan_age``
-    are collected, and the status rollup is rewritten.  Without it, a call that finds no
+    are collected (the status rollup is rewritten by ``s3exp.ops.compact_and_record``).
+    Without it, a call that finds no
     newly finished run stops after one GET of the manifest and one LIST of the runs: the
     S3-event trigger fires on every shard upload, and must not list every shard each time.
     ``inject(stage)`` is a test
@@ -388,14 +235,15 @@ def compact(
         latest = read_manifest(store, exp)
         first = first or latest
         report.generation = latest.generation
-        _publish(store, latest, report)
+        report.parts_published += publish(store, latest)
 
         # The runs are listed before the shards: a run's shards are all staged before its
         # result is committed, so every run seen done here has all its shards listed.
-        listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
+        listing = list_runs(store, exp)
         new_done = {rid: objs.result.key for rid, objs in sorted(listing.runs.items())
                     if objs.result is not None and rid not in latest.runs}
         if not new_done and not housekeeping:
+            report.listing, report.spec = listing, spec
             report.seconds = time.monotonic() - started
             return report
         staged = staged_shards(store, exp)
@@ -411,8 +259,8 @@ def compact(
 
     assert first is not None and latest is not None
     report.orphans_deleted = collect_orphans(store, exp, orphan_age, latest)
-    _expire_staging(store, exp, set(first.runs), staged, retention, report)
-    write_status_rollup(store, exp, spec=spec, listing=listing)
+    report.shards_deleted = expire_staging(store, exp, set(first.runs), staged, retention)
+    report.listing, report.spec = listing, spec
     report.seconds = time.monotonic() - started
     return report
 
@@ -428,16 +276,16 @@ def _compact_round(store: Store, exp: str, spec: Any, manifest: Manifest, new_do
     # The result bodies are streamed into the results table as they arrive; of each, only
     # its row and its owner are kept (thousands of parsed bodies would be most of the
     # memory of a large compaction).
-    owners: dict[str, ShardOwner] = {}
+    owners: dict[str, AttemptIdentity] = {}
 
-    def bodies() -> Iterator[dict[str, Any]]:
+    def records() -> Iterator[ResultRecord]:
         keys = list(new_done.values())
-        for rid, body in zip(new_done, fetch_ordered(store, keys, json.loads,
-                                                     read_ahead=read_ahead), strict=True):
-            owners[rid] = ShardOwner.of(rid, body)
-            yield body
+        for rid, record in zip(new_done, fetch_ordered(store, keys, ResultRecord.from_bytes,
+                                                       read_ahead=read_ahead), strict=True):
+            owners[rid] = AttemptIdentity.of_result(record)
+            yield record
 
-    results = results_table(spec, bodies())
+    results = results_table(spec, records())
     winners = {rid: owner.attempt for rid, owner in owners.items()}
     # Each attempt's shards are in sequence order already: LIST is sorted by key, and the
     # sequence numbers in the keys are zero-padded (the store contract tests both).
@@ -510,10 +358,7 @@ def _compact_round(store: Store, exp: str, spec: Any, manifest: Manifest, new_do
         raise
     committed = Manifest(exp, generation, {**manifest.runs, **winners}, manifest.parts + parts)
     try:
-        if manifest.etag is None:
-            meta = store.put_if_absent(_keys.manifest(exp), committed.to_bytes())
-        else:
-            meta = store.put_if_match(_keys.manifest(exp), committed.to_bytes(), manifest.etag)
+        meta = commit_manifest(store, manifest, committed)
     except (AlreadyExists, Conflict):
         for p in parts:  # another compactor committed first; ours were never visible
             _delete_quietly(store, p["pending"])
@@ -529,64 +374,9 @@ def _compact_round(store: Store, exp: str, spec: Any, manifest: Manifest, new_do
     report.parts_written = len(parts)
     if inject:
         inject("committed")
-    _publish(store, committed, report)
+    report.parts_published += publish(store, committed)
     if inject:
         inject("published")
     return committed
 
 
-def collect_orphans(store: Store, exp: str, orphan_age: timedelta = ORPHAN_AGE,
-                    known: Manifest | None = None) -> int:
-    """Delete pending parts that no manifest lists and that are older than ``orphan_age``
-    on the store's clock (left by compactors that died before committing).  Returns how
-    many were deleted.  ``orphan_age=0`` deletes every unlisted pending part: use it only
-    when no compactor is running.  ``known``, a manifest already read, saves a GET when
-    no part is pending outside it (the usual case: one LIST)."""
-    pending = list(store.list(_keys.pending_prefix(exp)))
-    if known is not None:
-        listed = {str(p["pending"]) for p in known.parts}
-        pending = [m for m in pending if m.key not in listed]
-    if not pending:
-        return 0
-    # Candidates: judge them against a manifest read now, so that a part committed a
-    # moment ago is recognised (its compactor committed it young: see compact()).
-    read_at = time.monotonic()
-    listed = {str(p["pending"]) for p in read_manifest(store, exp).parts}
-    cutoff = store.server_time() - orphan_age
-    if orphan_age and time.monotonic() - read_at > orphan_age.total_seconds() / 2:
-        return 0  # our manifest is too old to tell an orphan from a fresh commit
-    deleted = 0
-    for meta in pending:
-        if meta.key in listed or meta.last_modified >= cutoff:
-            continue
-        try:
-            store.delete_if_match(meta.key, meta.etag)
-            deleted += 1
-        except Conflict:
-            pass
-    return deleted
-
-
-def _expire_staging(store: Store, exp: str, compacted: set[str],
-                    staged: dict[str, dict[int, list[ObjectMeta]]], retention: timedelta,
-                    report: CompactionReport) -> None:
-    """Delete shards of runs compacted before this call (winning and superseded attempts)
-    that are older than ``retention``: the winning rows live in parts, the rest was kept
-    for audit.  Only runs that were already in the manifest when this call began are
-    touched, so a reader holding the previous manifest still finds the shards of runs
-    compacted just now (and a reader that loses that race reads the view again)."""
-    if not compacted:
-        return
-    cutoff = store.server_time() - retention
-    for run_id, attempts in staged.items():
-        if run_id not in compacted:
-            continue
-        for shards in attempts.values():
-            for meta in shards:
-                if meta.last_modified >= cutoff:
-                    continue
-                try:
-                    store.delete_if_match(meta.key, meta.etag)
-                    report.shards_deleted += 1
-                except Conflict:
-                    pass

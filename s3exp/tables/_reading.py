@@ -21,53 +21,34 @@ several at a time.
 
 from __future__ import annotations
 
-import io
-import json
-from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from s3exp.bucket import _keys
-from s3exp.bucket._leases import parse_listing
+from s3exp.bucket._listing import list_runs
+from s3exp.bucket._records import Lease, ResultRecord
 from s3exp.core._errors import ConfigError, ObjectNotFound, S3ExpError
-from s3exp.specs._experiments import list_experiments, load_experiment
+from s3exp.specs._expansion import expand
+from s3exp.specs._experiments import load_experiment
 from s3exp.specs._models import ExperimentSpec
 from s3exp.stores import Store, open_store
-from s3exp.tables._compaction import (
-    Manifest,
-    fetch_ordered,
-    read_manifest,
-    staged_shards,
-)
+from s3exp.tables._manifest import Manifest, part_keys, read_manifest
 from s3exp.tables._schema import METRICS_SCHEMA, results_table, with_experiment
+from s3exp.tables._shards import decode_shard, fetch_ordered, read_table, staged_shards
 
-__all__ = ["VIEWS", "metrics", "query", "results"]
+__all__ = ["concat", "metrics", "read_results", "results"]
 
-VIEWS = ("metrics", "results")
 _ATTEMPTS = 5  # readings of the view before giving up on a store that keeps changing
-
-
-def _decode(data: bytes) -> pa.Table:
-    return pq.read_table(io.BytesIO(data))
-
-
-def _decode_shard(data: bytes) -> pa.Table:
-    return _decode(data).select(METRICS_SCHEMA.names).cast(METRICS_SCHEMA)
 
 
 def _parts(store: Store, manifest: Manifest, table: str) -> list[pa.Table]:
     """The committed parts of ``table`` in ``manifest``, wherever each is now."""
-    wanted = [p for p in manifest.parts if p["table"] == table]
-    if not wanted:
-        return []
-    published = {m.key for m in store.list(_keys.table_prefix(table, manifest.experiment))}
-    keys = [str(p["key"]) if p["key"] in published else str(p["pending"]) for p in wanted]
-    return list(fetch_ordered(store, keys, _decode))
+    return list(fetch_ordered(store, part_keys(store, manifest, table), read_table))
 
 
-def _concat(tables: list[pa.Table], schema: pa.Schema | None = None) -> pa.Table:
+def concat(tables: list[pa.Table], schema: pa.Schema | None = None) -> pa.Table:
+    """Tables of one view (parts and staged rows; or several experiments) as one."""
     if not tables:
         return schema.empty_table() if schema is not None else pa.table({})
     return pa.concat_tables(tables, promote_options="permissive")
@@ -104,7 +85,7 @@ def metrics(store: Store | str, exp: str, *, as_pandas: bool = False) -> Any:
 def _metrics_once(store: Store, exp: str) -> pa.Table:
     manifest = read_manifest(store, exp)
     tables = _parts(store, manifest, "metrics")
-    listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
+    listing = list_runs(store, exp)
     staged = {rid: a for rid, a in staged_shards(store, exp).items()
               if rid not in manifest.runs and a}
     done = sorted(rid for rid in staged if listing.get(rid).result is not None)
@@ -113,13 +94,13 @@ def _metrics_once(store: Store, exp: str) -> pa.Table:
     # Which attempt won is in the result's key; which attempt is live only in the lease
     # body: one GET per uncompacted running run that has shards.
     keep = {rid: w for rid in done if (w := listing.get(rid).winner) is not None}
-    leases = fetch_ordered(store, [_keys.lease(exp, rid) for rid in going], json.loads)
+    leases = fetch_ordered(store, [_keys.lease(exp, rid) for rid in going], Lease.from_bytes)
     for rid, lease in zip(going, leases, strict=True):
-        if lease.get("state") == "running":
-            keep[rid] = int(lease["attempt"])
+        if lease.state == "running":
+            keep[rid] = lease.attempt
     keys = [m.key for rid in sorted(keep) for m in staged[rid].get(keep[rid], [])]
-    tables.extend(fetch_ordered(store, keys, _decode_shard))
-    return with_experiment(_concat(tables, METRICS_SCHEMA), exp)
+    tables.extend(fetch_ordered(store, keys, decode_shard))
+    return with_experiment(concat(tables, METRICS_SCHEMA), exp)
 
 
 def results(store: Store | str, exp: str, *, as_pandas: bool = False) -> Any:
@@ -133,36 +114,27 @@ def results(store: Store | str, exp: str, *, as_pandas: bool = False) -> Any:
 def _results_once(store: Store, exp: str, spec: ExperimentSpec) -> pa.Table:
     manifest = read_manifest(store, exp)
     tables = _parts(store, manifest, "results")
-    listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
+    listing = list_runs(store, exp)
     fresh_keys = [objs.result.key for rid, objs in sorted(listing.runs.items())
                   if objs.result is not None and rid not in manifest.runs]
-    fresh = list(fetch_ordered(store, fresh_keys, json.loads))
+    fresh = list(fetch_ordered(store, fresh_keys, ResultRecord.from_bytes))
     if fresh or not tables:
         tables.append(results_table(spec, fresh))
-    return with_experiment(_concat(tables), exp)
+    return with_experiment(concat(tables), exp)
 
 
-def query(store: Store | str, sql: str, *, experiments: Iterable[str] | None = None) -> pa.Table:
-    """Run ``sql`` in DuckDB over the views ``metrics`` and ``results`` (the names of the
-    Athena tables), spanning ``experiments`` (default: all in the store)."""
-    store = open_store(store)
-    try:
-        import duckdb
-    except ImportError:
-        raise ConfigError("s3exp query needs duckdb: pip install 's3exp[query]'") from None
-    names = list(experiments) if experiments is not None else list_experiments(store)
-    m = _concat([metrics(store, n) for n in names])
-    r = _concat([results(store, n) for n in names])
-    con = duckdb.connect()
-    try:
-        con.register("metrics", m if m.num_columns else with_experiment(METRICS_SCHEMA.empty_table(), ""))
-        con.register("results", r if r.num_columns else pa.table({"experiment": pa.array([], pa.string())}))
+def read_results(store: Store, exp: str) -> list[dict[str, Any]]:
+    """One record per finished run (its committed result body), in run-slot order."""
+    spec = load_experiment(store, exp)
+    listing = list_runs(store, exp)
+    rows = []
+    for slot in expand(spec):
+        objs = listing.get(slot.run_id)
+        if objs.result is None:
+            continue
         try:
-            rel = con.sql(sql)
-            to_arrow = getattr(rel, "to_arrow_table", None) or rel.arrow  # name differs by version
-            out: pa.Table = to_arrow()
-        except duckdb.Error as e:
-            raise ConfigError(f"query failed: {str(e).splitlines()[0]}") from e
-        return out
-    finally:
-        con.close()
+            blob = store.get(objs.result.key)
+        except ObjectNotFound:
+            continue
+        rows.append(ResultRecord.from_bytes(blob.data, blob.meta.key).to_dict())
+    return rows

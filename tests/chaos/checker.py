@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from s3exp.bucket import _keys
-from s3exp.bucket._leases import Lease
+from s3exp.bucket._records import Lease
 from s3exp.specs._expansion import expand
 from s3exp.specs._models import ExperimentSpec
 from s3exp.stores import Store
@@ -201,7 +201,7 @@ def check(store: Store, spec: ExperimentSpec, ledger_paths: list[Path], steps: i
         if unsealed:
             bad.append(f"{rid}: attempt {w} won, but earlier attempts {unsealed} were never "
                        "sealed: the lease moved on without fencing them")
-        lease = Lease.from_bytes(store.get(_keys.lease(exp, rid)).data)
+        lease = Lease.from_bytes(store.get(_keys.lease(exp, rid)).data, _keys.lease(exp, rid))
         if lease.attempt != w:
             bad.append(f"{rid}: attempt {w} committed, but the lease is at attempt {lease.attempt}")
     rep.results = len(results)

@@ -46,7 +46,7 @@ from typing import Any
 import pytest
 
 import s3exp
-from s3exp.bucket._leases import Lease
+from s3exp.bucket._records import Lease
 from s3exp.core._errors import ObjectNotFound
 from s3exp.stores._seaweed import SeaweedServer
 from s3exp.tables._compaction import collect_orphans
@@ -211,7 +211,7 @@ class Scenario:
 
     def superseded(self, run_id: str, attempt: int) -> bool:
         try:
-            lease = Lease.from_bytes(self.direct.get(f"runs/{EXP}/{run_id}/lease.json").data)
+            lease = Lease.from_bytes(self.direct.get(f"runs/{EXP}/{run_id}/lease.json").data, f"runs/{EXP}/{run_id}/lease.json")
         except ObjectNotFound:
             return False
         return lease.attempt > attempt

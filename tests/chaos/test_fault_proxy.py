@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 import s3exp
-from s3exp.bucket._leases import Lease
+from s3exp.bucket._records import Lease
 from s3exp.core._errors import AlreadyExists, Conflict, ObjectNotFound, Unavailable
 from s3exp.specs._expansion import expand
 from s3exp.stores import S3Store, Store
@@ -455,7 +455,7 @@ def _drain(store: S3Store, seconds: float, steps: int = 3, **options: Any) -> tu
 def _check_completed_once(store: Store, run_ids: list[str], steps: int) -> None:
     for rid in run_ids:
         assert _run_keys(store, rid) == ["lease.json", "result-0001.json"]  # no error record
-        lease = Lease.from_bytes(store.get(f"runs/{EXP}/{rid}/lease.json").data)
+        lease = Lease.from_bytes(store.get(f"runs/{EXP}/{rid}/lease.json").data, f"runs/{EXP}/{rid}/lease.json")
         result = json.loads(store.get(f"runs/{EXP}/{rid}/result-0001.json").data)
         assert (lease.attempt, lease.failures, lease.state) == (1, 0, "running")
         assert (result["attempt"], result["token"]) == (1, lease.token)
@@ -478,7 +478,7 @@ def test_worker_recognises_its_own_claim_renewal_shard_and_result(stores: Stores
             worker.stats.failed) == (2, 2, 0, 0)
     _check_completed_once(stores.direct, run_ids, 3)
     for rid in run_ids:
-        renewals = Lease.from_bytes(stores.direct.get(f"runs/{EXP}/{rid}/lease.json").data).renewals
+        renewals = Lease.from_bytes(stores.direct.get(f"runs/{EXP}/{rid}/lease.json").data, f"runs/{EXP}/{rid}/lease.json").renewals
         assert renewals >= 1
         faulted = [t for _, kind, _, t in proxy.log if kind == "reset_after" and f"/{rid}/" in t]
         # the claim and every renewal of the lease, one shard, the result
@@ -504,7 +504,7 @@ def test_heartbeat_whose_renewal_ended_unavailable_keeps_its_lease(stores: Store
                                         path=r"/lease\.json$", limit=attempts))
             deadline = time.monotonic() + 30
             # Past the failed renewal, its repetition, and one more renewal after that.
-            while Lease.from_bytes(stores.direct.get(key).data).renewals < 2:
+            while Lease.from_bytes(stores.direct.get(key).data, key).renewals < 2:
                 assert time.monotonic() < deadline, "the heartbeat stopped renewing"
                 time.sleep(0.05)
             run.complete({})
@@ -549,7 +549,7 @@ def test_claim_applied_but_never_acknowledged_expires_and_is_taken_over(
     assert proxy.stats()["reset_after"] == stores.proxied.retry.attempts
     proxy.disable()
 
-    orphan = Lease.from_bytes(stores.direct.get(f"runs/{EXP}/{run_id}/lease.json").data)
+    orphan = Lease.from_bytes(stores.direct.get(f"runs/{EXP}/{run_id}/lease.json").data, f"runs/{EXP}/{run_id}/lease.json")
     assert (orphan.worker.id, orphan.attempt, orphan.state) == ("ghost", 1, "running")
     assert _run_keys(stores.direct, run_id) == ["lease.json"]
     # Within the TTL it is a live lease: nobody may take it.
@@ -572,5 +572,5 @@ def test_claim_applied_but_never_acknowledged_expires_and_is_taken_over(
     assert record["reason"] == "lease expired" and "ghost" in record["error"]
     result = json.loads(stores.direct.get(f"runs/{EXP}/{run_id}/result-0002.json").data)
     assert (result["attempt"], result["worker"]) == (2, "taker")
-    lease = Lease.from_bytes(stores.direct.get(f"runs/{EXP}/{run_id}/lease.json").data)
+    lease = Lease.from_bytes(stores.direct.get(f"runs/{EXP}/{run_id}/lease.json").data, f"runs/{EXP}/{run_id}/lease.json")
     assert (lease.attempt, lease.failures) == (2, 1)  # an expired lease counts as a failure

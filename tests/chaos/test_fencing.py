@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import s3exp
-from s3exp.bucket._leases import Lease
+from s3exp.bucket._records import Lease
 from s3exp.core._clock import SystemClock
 from s3exp.core._errors import LeaseLost
 from s3exp.stores import FileStore, ObjectMeta, Store
@@ -420,7 +420,7 @@ def test_suspend_that_the_clock_does_not_see_is_fenced(direct: Store) -> None:
     outcomes = _outcomes(direct, "suspended", run_id)
     assert outcomes.get(1) == 0 and outcomes.get(2, 0) > 0, outcomes
     assert all(c[1] != "ok" for c in zstore.commits), zstore.commits
-    lease = Lease.from_bytes(direct.get(f"runs/suspended/{run_id}/lease.json").data)
+    lease = Lease.from_bytes(direct.get(f"runs/suspended/{run_id}/lease.json").data, f"runs/suspended/{run_id}/lease.json")
     assert (lease.attempt, lease.worker.id) == (2, "taker-suspended")
     print(json.dumps({"commits": zstore.commits}), file=sys.stderr)
 

@@ -1,42 +1,25 @@
-"""Operator actions: reset runs, pause / resume / cancel an experiment, read results.
+"""Reset: make runs claimable again, keeping their history.
 
 Every change is a conditional write, so an operator racing a worker never clobbers it:
 a reset of a run whose lease a worker just moved simply fails for that run and says so.
+A stale running lease is sealed first (see :mod:`s3exp.bucket._leases`), so its holder,
+should it wake up, cannot commit.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 from s3exp.bucket import _keys
-from s3exp.bucket._leases import Lease, is_stale, parse_listing, seal
-from s3exp.core._errors import AlreadyExists, Conflict, NotFoundError, ObjectNotFound
-from s3exp.runs._claims import read_control
+from s3exp.bucket._leases import is_stale, seal
+from s3exp.bucket._listing import list_runs
+from s3exp.bucket._records import Lease
+from s3exp.core._errors import Conflict, NotFoundError, ObjectNotFound
 from s3exp.specs._expansion import expand
 from s3exp.specs._experiments import load_experiment
 from s3exp.stores import Store
 
-__all__ = ["read_results", "reset_runs", "set_control"]
-
-Control = Literal["active", "paused", "cancelled"]
-
-
-def set_control(store: Store, exp: str, state: Control) -> str:
-    """Set the experiment's control state; returns the previous one."""
-    load_experiment(store, exp)  # NotFoundError for unknown experiments
-    body = json.dumps({"state": state}).encode()
-    while True:
-        previous, etag = read_control(store, exp)
-        try:
-            if etag is None:
-                store.put_if_absent(_keys.control(exp), body)
-            else:
-                store.put_if_match(_keys.control(exp), body, etag)
-            return previous
-        except (AlreadyExists, Conflict):
-            continue  # another operator moved first; read again
+__all__ = ["reset_runs"]
 
 
 def reset_runs(store: Store, exp: str, *, failed: bool = False, interrupted: bool = False,
@@ -53,7 +36,7 @@ def reset_runs(store: Store, exp: str, *, failed: bool = False, interrupted: boo
     for rid in run_ids:
         if rid not in known:
             raise NotFoundError(f"experiment {exp!r} has no run {rid!r}")
-    listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
+    listing = list_runs(store, exp)
     done: list[str] = []
     skipped: dict[str, str] = {}
     targets = set(run_ids)
@@ -71,7 +54,7 @@ def reset_runs(store: Store, exp: str, *, failed: bool = False, interrupted: boo
             blob = store.get(_keys.lease(exp, rid))
         except ObjectNotFound:
             continue
-        lease = Lease.from_bytes(blob.data)
+        lease = Lease.from_bytes(blob.data, blob.meta.key)
         stale = lease.state == "running" and is_stale(blob.meta.last_modified, lease.ttl, listing.server_now)
         wanted = (explicit or (failed and lease.state == "failed")
                   or (interrupted and (lease.state == "interrupted" or stale)))
@@ -83,8 +66,7 @@ def reset_runs(store: Store, exp: str, *, failed: bool = False, interrupted: boo
         if lease.state == "running" and not seal(store, exp, rid, lease.attempt):
             skipped[rid] = "done (results are final)"  # its holder committed just now
             continue
-        new = replace(lease, state="released", budget=lease.failures + spec.max_attempts,
-                      renewals=lease.renewals + 1, note="reset")
+        new = lease.reset(spec.max_attempts)
         try:
             store.put_if_match(_keys.lease(exp, rid), new.to_bytes(), blob.etag)
             done.append(rid)
@@ -93,19 +75,3 @@ def reset_runs(store: Store, exp: str, *, failed: bool = False, interrupted: boo
     for rid in targets - set(done) - set(skipped):
         skipped[rid] = "not started, nothing to reset"
     return {"reset": sorted(done), "skipped": skipped}
-
-
-def read_results(store: Store, exp: str) -> list[dict[str, Any]]:
-    """One record per finished run (its committed result body), in run-slot order."""
-    spec = load_experiment(store, exp)
-    listing = parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
-    rows = []
-    for slot in expand(spec):
-        objs = listing.get(slot.run_id)
-        if objs.result is None:
-            continue
-        try:
-            rows.append(json.loads(store.get(objs.result.key).data))
-        except ObjectNotFound:
-            continue
-    return rows
