@@ -7,14 +7,18 @@ moto is in the list, and moto is not atomic under concurrent requests.
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import botocore.exceptions
 import pytest
 
-from s3exp import AlreadyExists, Conflict, ObjectNotFound, StoreError
-from s3exp.stores import FileStore, ObjectMeta, S3Store, Store
+from s3exp import AlreadyExists, Conflict, ObjectNotFound, StoreError, Unavailable
+from s3exp.stores import FileStore, ObjectMeta, RetryPolicy, S3Store, Store
 
 from .conftest import MakeS3Store
 
@@ -307,6 +311,21 @@ class TestStoreContract:
         store.requests.reset()
         assert store.requests.snapshot() == {}
 
+    def test_a_failed_condition_is_one_request(self, store: Store) -> None:
+        """A refused condition is the server's answer, not a transient failure: it is
+        never retried, and nothing is read after it (a lost race costs one request)."""
+        meta = store.put_if_absent("f", b"1")
+        store.requests.reset()
+        with pytest.raises(AlreadyExists):
+            store.put_if_absent("f", b"1")
+        with pytest.raises(Conflict):
+            store.put_if_match("f", b"2", '"0123456789abcdef0123456789abcdef"')
+        with pytest.raises(Conflict):
+            store.put_if_match("missing", b"2", meta.etag)
+        with pytest.raises(Conflict):
+            store.delete_if_match("f", '"0123456789abcdef0123456789abcdef"')
+        assert store.requests.snapshot() == {"PUT": 3, "DELETE": 1}
+
 
 # -- S3 prefixes --------------------------------------------------------------------
 
@@ -373,3 +392,173 @@ def test_fast_timestamp_parser_agrees_with_botocore(value: object) -> None:
     ours = _parse_timestamp(value)
     assert ours.tzinfo is not None
     assert ours == botocore.utils.parse_timestamp(value)
+
+
+# -- S3: the retry rules and recognising our own write ------------------------------
+#
+# The fault proxy (tests/chaos/test_fault_proxy.py) does this over the wire against
+# SeaweedFS; here the client's calls are scripted, so it runs on moto too, and so that
+# replies no server of ours sends on demand (409) can be given.
+
+
+class _Script:
+    """Replaces one method of an S3Store's boto3 client with a script, one step per call:
+    ``"lose_reply"`` sends the call and then, whatever came back (applied or refused),
+    raises a cut connection instead; ``"500"``, ``"412"`` and ``"409"`` raise that error
+    without sending anything.  Calls past the script are sent as they are.  ``calls``
+    keeps every call's arguments."""
+
+    _CODES = {"500": "InternalError", "412": "PreconditionFailed", "409": "ConditionalRequestConflict"}
+
+    def __init__(self, store: S3Store, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.store = store
+        self.method = method
+        self.steps: list[str] = []
+        self.calls: list[dict[str, Any]] = []
+        self._real: Callable[..., Any] = getattr(store._client, method)
+        monkeypatch.setattr(store._client, method, self)
+
+    def then(self, *steps: str) -> _Script:
+        """Script the next calls (after those already scripted); forget past calls."""
+        self.steps.extend(steps)
+        self.calls.clear()
+        return self
+
+    def __call__(self, **kwargs: Any) -> Any:
+        self.calls.append(kwargs)
+        step = self.steps.pop(0) if self.steps else "send"
+        if step == "send":
+            return self._real(**kwargs)
+        if step == "lose_reply":
+            try:
+                self._real(**kwargs)
+            except botocore.exceptions.ClientError:
+                pass  # refused: the client never hears that either
+            raise botocore.exceptions.ConnectionClosedError(endpoint_url=self.store.endpoint)
+        reply: Any = {"Error": {"Code": self._CODES[step], "Message": "scripted"},
+                      "ResponseMetadata": {"HTTPStatusCode": int(step)}}
+        raise botocore.exceptions.ClientError(reply, self.method)
+
+    def write_ids(self) -> list[str]:
+        ids = []
+        for call in self.calls:
+            (name, value), = call["Metadata"].items()
+            assert name == "s3exp-write" and re.fullmatch("[0-9a-f]{32}", value), call["Metadata"]
+            ids.append(value)
+        return ids
+
+
+def test_s3_lost_reply_is_recognised_by_its_write_id(make_s3: MakeS3Store,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first try of a write is applied and its reply lost; the retry (the same write
+    id) fails its condition.  One HEAD finds the id: the write is ours, with the stored
+    object's ETag and Last-Modified.  Another writer's identical body is not ours."""
+    s = make_s3("w")
+    other = make_s3("w", bucket=s.bucket)
+    puts = _Script(s, "put_object", monkeypatch)
+    list(s.list(""))  # the bucket is known: no probe before the first write
+
+    for op in ("put_if_absent", "put_if_match"):
+        previous = other.head("k") if op == "put_if_match" else None
+        puts.then("lose_reply")
+        s.requests.reset()
+        body = op.encode() * 1000
+        meta = (s.put_if_absent("k", body) if previous is None
+                else s.put_if_match("k", body, previous.etag))
+        stored = other.head("k")
+        assert other.get("k").data == body
+        assert (meta.etag, meta.size, meta.last_modified) == (stored.etag, len(body),
+                                                              stored.last_modified)
+        first, retry = puts.write_ids()
+        assert first == retry  # one logical write, one id, on every try
+        assert s.requests.snapshot() == {"PUT": 2, "HEAD": 1}  # no GET of the body
+
+    # Equal bytes from another writer: an empty seal, and the very swap we send.
+    other.put_if_absent("sealed", b"")
+    puts.then("lose_reply")
+    with pytest.raises(AlreadyExists):
+        s.put_if_absent("sealed", b"")
+    v1 = other.put_if_absent("cas", b"v1")
+    theirs = other.put_if_match("cas", b"v2", v1.etag)
+    puts.then("lose_reply")
+    with pytest.raises(Conflict):
+        s.put_if_match("cas", b"v2", v1.etag)
+    assert other.head("cas").etag == theirs.etag
+
+
+def test_s3_unresolved_write_is_recognised_when_repeated(make_s3: MakeS3Store,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every try of a renewal is applied and loses its reply: Unavailable.  Repeating it
+    (the same body and ETag, as a heartbeat does) reuses its write id, so the repetition's
+    condition failure is recognised by one HEAD.  A different body gets a fresh id and
+    conflicts without a HEAD."""
+    s = make_s3("u")
+    other = make_s3("u", bucket=s.bucket)
+    s.retry = RetryPolicy(attempts=3, base=0.0)
+    v1 = s.put_if_absent("lease", b"v1")
+    puts = _Script(s, "put_object", monkeypatch).then(*["lose_reply"] * 3)
+    with pytest.raises(Unavailable):
+        s.put_if_match("lease", b"v2", v1.etag)
+    assert other.get("lease").data == b"v2"  # it was applied
+    (lost,) = set(puts.write_ids())
+
+    s.requests.reset()
+    puts.then()
+    again = s.put_if_match("lease", b"v2", v1.etag)
+    assert puts.write_ids() == [lost]
+    assert again.etag == other.head("lease").etag
+    assert s.requests.snapshot() == {"PUT": 1, "HEAD": 1}
+
+    # The memory is spent; and a different body never reuses an id.
+    s.requests.reset()
+    with pytest.raises(Conflict):
+        s.put_if_match("lease", b"v2", v1.etag)
+    puts.then(*["lose_reply"] * 3)
+    with pytest.raises(Unavailable):
+        s.put_if_match("lease", b"v3", again.etag)
+    (remembered,) = set(puts.write_ids())
+    puts.then()
+    with pytest.raises(Conflict):
+        s.put_if_match("lease", b"v4", again.etag)
+    assert puts.write_ids()[0] not in (remembered, lost)
+    assert s.requests.snapshot() == {"PUT": 5}
+
+
+@pytest.mark.parametrize("status", ["412", "409"])
+def test_s3_a_refused_condition_is_never_retried(make_s3: MakeS3Store, status: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """412 PreconditionFailed and 409 ConditionalRequestConflict are answers: each is one
+    call.  After a try that may have been applied (a 500), the retry's refusal is not
+    retried either; one HEAD (never a GET) decides whose write is stored."""
+    s = make_s3("r")
+    other = make_s3("r", bucket=s.bucket)
+    held = other.put_if_absent("k", b"theirs")
+    list(s.list(""))
+    puts = _Script(s, "put_object", monkeypatch)
+    deletes = _Script(s, "delete_object", monkeypatch)
+    s.requests.reset()
+
+    puts.then(status)
+    with pytest.raises(AlreadyExists):
+        s.put_if_absent("k", b"mine")
+    assert len(puts.calls) == 1
+    puts.then(status)
+    with pytest.raises(Conflict):
+        s.put_if_match("k", b"mine", held.etag)
+    assert len(puts.calls) == 1
+    deletes.then(status)
+    with pytest.raises(Conflict):
+        s.delete_if_match("k", held.etag)
+    assert len(deletes.calls) == 1
+    assert s.requests.snapshot() == {}  # nothing else was sent
+
+    puts.then("500", status)
+    with pytest.raises(AlreadyExists):
+        s.put_if_absent("k", b"mine")
+    assert len(puts.calls) == 2
+    puts.then("500", status)
+    with pytest.raises(Conflict):
+        s.put_if_match("k", b"mine", held.etag)
+    assert len(puts.calls) == 2
+    assert s.requests.snapshot() == {"HEAD": 2}
+    assert other.get("k").data == b"theirs"

@@ -7,21 +7,26 @@ Retries live in :meth:`S3Store._call` alone.  botocore's own retries are switche
 (``max_attempts=1``), so a 412 is never retried by anyone; 5xx, SlowDown and connection
 errors are retried here with capped exponential backoff and full jitter.
 
-A conditional write whose reply was lost may have been applied.  When a retry of such a
-write then fails its condition, the store reads the object back: if the body is byte for
-byte the one it sent, the write was its own and counts as a success.  Bodies that must be
-told apart (leases, results) carry a random token, so equal bytes mean the same writer.
-A write whose retries all ended without a reply raises Unavailable and is remembered: the
-next write of that key whose condition fails is read back the same way (a heartbeat
-retries the very same body).  See "Recognising our own write" in docs/design.md.
+A conditional write whose reply was lost may have been applied.  Every conditional PUT
+therefore carries a write id in its user metadata (``x-amz-meta-s3exp-write``, a random
+UUID per logical write, the same on each retry of it).  When a retry of such a write
+then fails its condition, one HEAD tells: if the stored object carries the write's id,
+the write was its own and counts as a success; anything else, equal bytes included, is
+another writer's.  A write whose retries all ended without a reply raises Unavailable and
+is remembered with its id: the next write of that key with the same body reuses the id
+(a heartbeat retries the very same body), so the HEAD after its condition fails
+recognises the earlier write.  See "Recognising our own write" in docs/design.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeVar
@@ -61,6 +66,12 @@ _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
 _AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
          "ExpiredToken", "InvalidToken", "AuthorizationHeaderMalformed"}
 
+# The user-metadata name (``x-amz-meta-s3exp-write``) of the write id that every
+# conditional PUT carries; S3 returns user metadata lower-cased, so it is lower case.
+_WRITE_ID = "s3exp-write"
+# How many unresolved writes are remembered (see S3Store._note_unresolved).
+_UNRESOLVED_MAX = 1024
+
 
 class RetryPolicy:
     """Capped exponential backoff with full jitter for transient store failures."""
@@ -76,6 +87,20 @@ class RetryPolicy:
 
 class _Ambiguous(Exception):
     """Internal: a write may or may not have been applied (the reply was lost)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Unresolved:
+    """A write that ended in Unavailable after a try that may have been applied."""
+
+    digest: bytes
+    """SHA-256 of its body: what tells a repetition of it (32 bytes, not the body, which
+    can be a 10 MB compaction part)."""
+    write_id: str
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 class _NotS3(Exception):
@@ -206,9 +231,10 @@ class S3Store(Store):
         self._clock_lock = threading.Lock()
         self._clock_anchor: tuple[datetime, float] | None = None
         # Writes that ended in Unavailable after a try that may have been applied: key ->
-        # body.  A later write of the key whose condition fails reads it back (see
+        # body digest and write id.  A later write of the key with the same body reuses
+        # the id, and if its condition fails, a HEAD looks for the id (see
         # _earlier_write_landed).  Bounded; oldest forgotten first.
-        self._unresolved: dict[str, bytes] = {}
+        self._unresolved: dict[str, _Unresolved] = {}
         self._unresolved_lock = threading.Lock()
         # Some servers (SeaweedFS) create a missing bucket on the first PUT.  Before the
         # first write, one HEAD makes sure the bucket exists, unless a request already
@@ -262,7 +288,9 @@ class S3Store(Store):
 
         For writes, a transient failure is ambiguous (the server may have applied it), so
         a later condition failure is reported as :class:`_Ambiguous` for the caller to
-        resolve by reading the object back.
+        resolve by its write id.  A condition failure is never retried: a 412 is the
+        server's answer, and a 409 (ConditionalRequestConflict: a conflicting write of the
+        key was in flight) is reported like one, as a write that was not applied.
         """
         ambiguous = False
         for attempt in range(self.retry.attempts):
@@ -315,34 +343,65 @@ class S3Store(Store):
                 raise StoreError(f"S3 request failed for {self.url}: {e}", key) from e
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _is_own_write(self, key: str, data: bytes) -> ObjectMeta | None:
-        """The stored object's metadata if its body is byte for byte ``data``, else None.
+    # -- recognising our own write (see "Recognising our own write" in docs/design.md) --
 
-        Bodies that must be told apart (leases, results, manifests) carry a random token,
-        so equal bytes mean that this writer's write is the one stored."""
+    def _write_id(self, key: str, data: bytes) -> str:
+        """The id of a new write of ``data`` to ``key``: a fresh random one, unless the
+        last write of ``key`` with this very body ended in Unavailable.  Then it is that
+        write's id, so that if the earlier write landed, this one's failed condition is
+        recognised as the earlier write (a heartbeat re-sends the same lease body)."""
+        if self._unresolved:  # empty unless a write ended in Unavailable: skip the lock
+            with self._unresolved_lock:
+                entry = self._unresolved.get(key)
+            if entry is not None and entry.digest == _digest(data):
+                return entry.write_id
+        return uuid.uuid4().hex
+
+    def _is_own_write(self, key: str, data: bytes, write_id: str) -> ObjectMeta | None:
+        """One HEAD: the stored object's metadata if it carries ``write_id``, else None.
+
+        Only this store's write of ``data`` can carry the id, so a match means that write
+        is the one stored; another writer's object, even with equal bytes, never matches.
+        If the HEAD itself raises Unavailable, the write stays unresolved (remembered)."""
         try:
-            blob = self.get(key)
+            meta, stored_id = self._head(key)
         except ObjectNotFound:
+            self._forget(key)
             return None
-        return blob.meta if blob.data == data else None
+        except Unavailable:
+            self._note_unresolved(key, data, write_id)
+            raise
+        self._forget(key)  # resolved, whichever way: nothing left to repeat
+        return meta if stored_id == write_id else None
 
-    def _earlier_write_landed(self, key: str, data: bytes) -> ObjectMeta | None:
-        """After a plain condition failure of a write of ``key``: if an earlier write of the
-        key ended in Unavailable (its replies lost, its retries spent), it may have been
-        applied, and be what this write's condition now fails on.  The caller may then
-        retry it with the same body (a heartbeat does: the lease it holds did not change),
-        which is its own write if the stored body is ``data``."""
+    def _earlier_write_landed(self, key: str, data: bytes, write_id: str) -> ObjectMeta | None:
+        """After a plain condition failure of a write of ``key`` with id ``write_id``: if
+        an earlier write of the key ended in Unavailable (its replies lost, its retries
+        spent), it may have been applied, and be what this write's condition now fails
+        on.  It counts as this write only if this write repeats it (same body, so the
+        same id, see :meth:`_write_id`) and the stored object carries that id.  The
+        memory of the key is spent, unless the HEAD raises Unavailable."""
+        if not self._unresolved:  # the common case, a plain lost race: no lock, no HEAD
+            return None
         with self._unresolved_lock:
-            if self._unresolved.pop(key, None) is None:
-                return None
-        return self._is_own_write(key, data)
+            entry = self._unresolved.pop(key, None)
+        if entry is None or entry.write_id != write_id:
+            return None  # nothing pending, or a different body: a real condition failure
+        return self._is_own_write(key, data, write_id)
 
-    def _note_unresolved(self, key: str, data: bytes) -> None:
+    def _note_unresolved(self, key: str, data: bytes, write_id: str) -> None:
+        """Remember a write whose outcome is unknown (at most ``_UNRESOLVED_MAX`` keys,
+        the oldest forgotten first: a forgotten one is merely not recognised later)."""
         with self._unresolved_lock:
             self._unresolved.pop(key, None)
-            self._unresolved[key] = data
-            while len(self._unresolved) > 1024:
+            self._unresolved[key] = _Unresolved(_digest(data), write_id)
+            while len(self._unresolved) > _UNRESOLVED_MAX:
                 del self._unresolved[next(iter(self._unresolved))]
+
+    def _forget(self, key: str) -> None:
+        if self._unresolved:
+            with self._unresolved_lock:
+                self._unresolved.pop(key, None)
 
     # -- the store interface --------------------------------------------------------
 
@@ -361,9 +420,16 @@ class S3Store(Store):
         return Blob(data, ObjectMeta(key, r["ETag"], len(data), r["LastModified"].astimezone(UTC)))
 
     def head(self, key: str) -> ObjectMeta:
+        return self._head(key)[0]
+
+    def _head(self, key: str) -> tuple[ObjectMeta, str | None]:
+        """HEAD ``key``: its metadata and the write id it was stored with (None if the
+        writer gave none: an s3exp older than write ids, or another tool)."""
         full = self._full(key)
         r = self._call(lambda: self._client.head_object(Bucket=self.bucket, Key=full), key)
-        return ObjectMeta(key, r["ETag"], int(r["ContentLength"]), r["LastModified"].astimezone(UTC))
+        meta = ObjectMeta(key, r["ETag"], int(r["ContentLength"]), r["LastModified"].astimezone(UTC))
+        user: dict[str, str] = r.get("Metadata") or {}
+        return meta, user.get(_WRITE_ID)
 
     def _probe_bucket(self) -> None:
         """The cheapest request that needs the bucket: a one-key LIST of our own prefix,
@@ -383,22 +449,24 @@ class S3Store(Store):
         except ObjectNotFound:  # HEAD replies have no body, so no NoSuchBucket code
             raise ConfigError(f"bucket {self.bucket!r} does not exist at {self.endpoint}") from None
 
-    def _put(self, key: str, data: bytes, **condition: str) -> ObjectMeta:
+    def _put(self, key: str, data: bytes, write_id: str, **condition: str) -> ObjectMeta:
+        """One logical conditional write: every retry sends the same ``write_id``."""
         full = self._full(key)
         if not self._bucket_seen:
             self._check_bucket()
+        metadata = {_WRITE_ID: write_id}
         try:
             r = self._call(
-                lambda: self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **condition),
+                lambda: self._client.put_object(Bucket=self.bucket, Key=full, Body=data,
+                                                Metadata=metadata, **condition),
                 key,
                 write=True,
             )
         except Unavailable:
-            self._note_unresolved(key, data)  # it may have been applied: nobody can tell yet
+            # It may have been applied: nobody can tell yet.
+            self._note_unresolved(key, data, write_id)
             raise
-        if self._unresolved:
-            with self._unresolved_lock:
-                self._unresolved.pop(key, None)
+        self._forget(key)
         # PutObject returns no Last-Modified; the Date of its reply is the server's write time.
         return ObjectMeta(key, r["ETag"], len(data), self._reply_time(r))
 
@@ -407,29 +475,36 @@ class S3Store(Store):
         return parsedate_to_datetime(date).astimezone(UTC) if date else self.server_time()
 
     def put_if_absent(self, key: str, data: bytes) -> ObjectMeta:
+        """Create ``key``; raise AlreadyExists if it exists.  A create whose reply was
+        lost and whose retry then found the key is a success if the key holds this
+        create (its write id); Unavailable if that cannot be known."""
+        write_id = self._write_id(key, data)
         try:
-            return self._put(key, data, IfNoneMatch="*")
+            return self._put(key, data, write_id, IfNoneMatch="*")
         except _Ambiguous:
-            own = self._is_own_write(key, data)
+            own = self._is_own_write(key, data, write_id)
             if own is not None:
                 return own
             raise AlreadyExists(f"{key!r} already exists", key) from None
         except botocore.exceptions.ClientError as e:
-            own = self._earlier_write_landed(key, data)
+            own = self._earlier_write_landed(key, data, write_id)
             if own is not None:
                 return own
             raise AlreadyExists(f"{key!r} already exists", key) from e
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> ObjectMeta:
+        """Replace ``key`` if its ETag is ``etag``; raise Conflict otherwise or if missing.
+        Lost replies are resolved by write id as in :meth:`put_if_absent`."""
+        write_id = self._write_id(key, data)
         try:
-            return self._put(key, data, IfMatch=etag)
+            return self._put(key, data, write_id, IfMatch=etag)
         except _Ambiguous:
-            own = self._is_own_write(key, data)
+            own = self._is_own_write(key, data, write_id)
             if own is not None:
                 return own
             raise Conflict(f"{key!r} changed or is gone (expected ETag {etag})", key) from None
         except botocore.exceptions.ClientError as e:
-            own = self._earlier_write_landed(key, data)
+            own = self._earlier_write_landed(key, data, write_id)
             if own is not None:
                 return own
             raise Conflict(f"{key!r} changed or is gone (expected ETag {etag})", key) from e

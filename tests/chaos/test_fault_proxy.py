@@ -10,9 +10,10 @@ fault at a time, on 100% of eligible requests:
 
 * 503 SlowDown, 500 InternalError and resets before forwarding are retried and succeed;
 * a reset after the server applied a conditional write (the reply is lost) is recognised
-  as the writer's own write: for a lease claim, a heartbeat renewal, a metric shard and a
-  result, with no orphaned lease, no second attempt and no RunAlreadyCompleted against
-  the worker's own result;
+  as the writer's own write by its write id, with one HEAD and no GET, and another
+  writer's identical body is not: for a lease claim, a heartbeat renewal, a metric shard
+  and a result, with no orphaned lease, no second attempt and no RunAlreadyCompleted
+  against the worker's own result;
 * a claim whose create was applied but whose every retry lost its reply raises
   Unavailable: the worker never executes the run, the lease it cannot know it holds
   expires after the TTL and is taken over, and the run completes once.
@@ -373,14 +374,14 @@ def test_store_operations_survive_each_fault(stores: Stores, proxy: FaultProxy, 
 
 @pytest.mark.seaweed
 def test_lost_reply_of_a_write_is_told_from_another_writers_write(stores: Stores, proxy: FaultProxy) -> None:
-    """Reset after apply: the retry's condition fails; the body read back decides."""
+    """Reset after apply: the retry's condition fails; the write id on a HEAD decides."""
     s, d = stores.proxied, stores.direct
     proxy.configure(_every_first_attempt("reset_after", methods=frozenset({"PUT", "DELETE"})))
     own = s.put_if_absent("k", b"mine-" + b"1" * 32)
     assert d.head("k").etag == own.etag
 
     # Another writer's object: our create reaches the server, is refused (412), its reply
-    # is dropped, and the retry's 412 is read back: not our bytes, so AlreadyExists.
+    # is dropped, and the retry's 412 is resolved by a HEAD: not our id, so AlreadyExists.
     d.put_if_absent("theirs", b"theirs")
     with pytest.raises(AlreadyExists):
         s.put_if_absent("theirs", b"mine")
@@ -417,6 +418,76 @@ def test_write_whose_every_retry_lost_its_reply_is_recognised_when_repeated(
     # Only for that key and that body: a different body still conflicts.
     with pytest.raises(Conflict):
         s.put_if_match("lease", b"v3-token", first.etag)
+
+
+def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+
+
+@pytest.mark.seaweed
+@pytest.mark.parametrize("op", ["put_if_absent", "put_if_match"])
+def test_lost_reply_costs_one_head_not_a_get_of_the_body(stores: Stores, proxy: FaultProxy,
+                                                          op: str) -> None:
+    """The first try is applied and its reply lost; the retry fails its condition.  The
+    store tells that it was its own write with one HEAD, never a GET of the body (a
+    compaction part is ~10 MB), and returns the stored object's ETag and Last-Modified.
+    The condition failure of the retry is not retried: two PUTs in all."""
+    s, d = stores.proxied, stores.direct
+    body = b"part " * 200_000  # 1 MB
+    current = d.put_if_absent("k", b"v1") if op == "put_if_match" else None
+    list(s.list("k"))  # the store has seen the bucket: no probe before the first write
+    s.requests.reset()
+    seen = proxy.requests()
+    proxy.configure(_every_first_attempt("reset_after", methods=PUT))
+    if current is None:
+        meta = s.put_if_absent("k", body)
+    else:
+        meta = s.put_if_match("k", body, current.etag)
+    assert proxy.stats()["reset_after"] == 1
+    assert s.requests.snapshot() == {"PUT": 2, "HEAD": 1}
+    assert _delta(proxy.requests(), seen) == {"PUT": 2, "HEAD": 1}
+    stored = d.head("k")
+    assert d.get("k").data == body
+    assert (meta.etag, meta.size, meta.last_modified) == (stored.etag, len(body), stored.last_modified)
+
+    # A plain lost race costs nothing extra: one PUT, no HEAD.
+    proxy.disable()
+    s.requests.reset()
+    with pytest.raises(AlreadyExists):
+        s.put_if_absent("k", body)
+    with pytest.raises(Conflict):
+        s.put_if_match("k", body, '"0123456789abcdef0123456789abcdef"')
+    assert s.requests.snapshot() == {"PUT": 2}
+
+
+@pytest.mark.seaweed
+def test_another_writers_identical_body_is_not_taken_for_ours(stores: Stores, proxy: FaultProxy) -> None:
+    """Equal bytes are not the same writer: another writer stored exactly the body we
+    send, our first try reaches the server and is refused, its reply is lost, and the
+    retry's refusal is resolved by the write id, which is not ours."""
+    s, d = stores.proxied, stores.direct
+    body = b""  # what every sealer writes; any body would do
+    d.put_if_absent("sealed", body)
+    proxy.configure(_every_first_attempt("reset_after", methods=PUT))
+    with pytest.raises(AlreadyExists):
+        s.put_if_absent("sealed", body)
+
+    v1 = d.put_if_absent("cas", b"v1")
+    theirs = d.put_if_match("cas", b"v2", v1.etag)
+    with pytest.raises(Conflict):
+        s.put_if_match("cas", b"v2", v1.etag)  # the same swap, made by someone else
+    assert d.head("cas").etag == theirs.etag
+    assert proxy.stats()["reset_after"] == 2
+
+    # And a write remembered as unresolved (every try failed, none was applied) is not
+    # taken for ours when another writer then stores the same body.
+    proxy.configure(FaultConfig(rates={"internal": 1.0}, methods=PUT))
+    with pytest.raises(Unavailable):
+        s.put_if_match("cas", b"v3", theirs.etag)
+    proxy.disable()
+    d.put_if_match("cas", b"v3", theirs.etag)
+    with pytest.raises(Conflict):
+        s.put_if_match("cas", b"v3", theirs.etag)
 
 
 # -- the worker, through the proxy -----------------------------------------------------
