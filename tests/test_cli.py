@@ -1,4 +1,5 @@
-"""The command line: submit, list, show, and every way a user can get the input wrong.
+"""The command line: submit, list, show, every way a user can get the input wrong, the
+exit statuses, the command line after ``--``, and what ``-v`` and ``-q`` let through.
 
 Cheap cases run in-process through ``s3exp.cli.main`` (an uncaught exception there fails
 the test, so "no traceback" is checked too); cases where the real process matters (exit
@@ -8,6 +9,7 @@ status, stderr, environment, credentials) run ``python -m s3exp`` as a subproces
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -18,9 +20,20 @@ from typing import Any
 
 import pytest
 
-from s3exp import expand, load_spec
+import s3exp
+from s3exp import (
+    ConfigError,
+    Conflict,
+    DamagedObject,
+    NotFoundError,
+    S3ExpError,
+    SpecConflict,
+    Unavailable,
+    expand,
+    load_spec,
+)
 from s3exp.bucket import _keys
-from s3exp.cli import main
+from s3exp.cli import build_parser, main
 from s3exp.stores._seaweed import SeaweedServer
 
 from ._specdata import BAD_SPECS, FLAT_GRID, GROUPED, bad_spec, grouped
@@ -429,8 +442,10 @@ def test_connection_refused(tmp_path: Path) -> None:
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "k",
            "AWS_SECRET_ACCESS_KEY": "s", "HOME": str(tmp_path)}
     r = run_cli("submit", str(GROUPED), "--store", "s3://bucket", env=env, cwd=tmp_path, timeout=30)
-    assert r.returncode == 2
-    one_error_line(r.stderr, f"127.0.0.1:{port}")
+    assert r.returncode == 3  # not the user's input: the store cannot be reached
+    assert r.stdout == ""
+    one_error_line(r.stderr, "cannot reach S3 endpoint", f"127.0.0.1:{port}")
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- concurrent submits --------------------------------------------------------------
@@ -488,3 +503,177 @@ def test_worker_processes_run_every_run_once_under_numbered_worker_ids(root: Pat
                   "--worker-id", "x" * 200, "--", "true")
     assert bad.returncode == 2
     one_error_line(bad.stderr, "worker id")
+
+
+# -- exit statuses ---------------------------------------------------------------------
+
+
+def _submit_flat(root: Path, name: str, runs: int, **fields: Any) -> None:
+    spec = root.parent / f"{name}.json"
+    write_spec(spec, {"name": name, "runs_per_pair": runs, **fields,
+                      "parameters": {"x": {"min": 0.0, "max": 1.0}}})
+    r = run_cli("submit", str(spec), "--store", str(root))
+    assert r.returncode == 0, r.stderr
+
+
+def _leases(root: Path, exp: str) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((root / "runs" / exp).glob("*/lease.json"))]
+
+
+def test_worker_exits_1_when_runs_fail_and_0_when_they_complete(root: Path) -> None:
+    _submit_flat(root, "doomed", 3, max_attempts=2)
+    r = run_cli("worker", "doomed", "--store", str(root), "--",
+                sys.executable, "-c", "import sys; sys.exit(1)", timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "0 completed, 6 failed" in r.stderr
+    assert [(x["state"], x["attempt"]) for x in _leases(root, "doomed")] == [("failed", 2)] * 3
+
+    # A run whose first attempt fails and whose retry completes counts as completed.
+    _submit_flat(root, "flaky", 2, max_attempts=2)
+    r = run_cli("worker", "flaky", "--store", str(root), "--", sys.executable, "-c",
+                "import sys; sys.exit(0 if sys.argv[1] == '2' else 1)", "{attempt}", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "2 completed, 2 failed" in r.stderr
+
+    _submit_flat(root, "fine", 3)
+    r = run_cli("worker", "fine", "--store", str(root), "--", sys.executable, "-c", "pass",
+                timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "3 completed, 0 failed" in r.stderr
+    assert len(list((root / "runs" / "fine").glob("*/result-0001.json"))) == 3
+
+
+def test_worker_processes_exit_1_when_runs_fail(root: Path) -> None:
+    _submit_flat(root, "doomed", 2, max_attempts=1)
+    r = run_cli("worker", "doomed", "--store", str(root), "--processes", "2", "--",
+                sys.executable, "-c", "import sys; sys.exit(1)", timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert [x["state"] for x in _leases(root, "doomed")] == ["failed"] * 2
+
+
+@pytest.mark.parametrize("error, code", [
+    (DamagedObject("experiments/x.json", "not JSON"), 4),
+    (Unavailable("S3 kept failing for s3://b (503)"), 3),
+    (Conflict("the lease changed"), 3),
+    (NotFoundError("no experiment 'x' in ./s3exp-store"), 2),
+    (SpecConflict("x", "a" * 64, "b" * 64, "seed"), 2),
+    (ConfigError("bucket 'b' does not exist"), 2),
+    (S3ExpError("anything else"), 2),
+], ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v))
+def test_error_classes_map_to_exit_statuses(submitted: Path, error: S3ExpError, code: int,
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # The records that raise DamagedObject are read by library code; here only the
+    # mapping is under test, so the library call raises it.
+    def experiment_status(store: Any, exp: str, **kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr("s3exp.ops._status.experiment_status", experiment_status)
+    assert main(["status", "testExp0", "--store", str(submitted)]) == code
+    out = capsys.readouterr()
+    assert out.out == ""
+    one_error_line(out.err, str(error))
+
+
+def test_damaged_object_is_one_escaped_line(submitted: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    def experiment_status(store: Any, exp: str, **kwargs: Any) -> Any:
+        raise DamagedObject("experiments/x.json", "not JSON:\n\x1b[2J{")
+
+    monkeypatch.setattr("s3exp.ops._status.experiment_status", experiment_status)
+    assert main(["status", "testExp0", "--store", str(submitted)]) == 4
+    line = one_error_line(capsys.readouterr().err)
+    assert line == "s3exp: error: damaged object experiments/x.json: not JSON:\\n\\x1b[2J{"
+
+
+def test_the_exit_statuses_are_in_the_help() -> None:
+    text = build_parser().format_help()
+    for code in ("0", "1", "2", "3", "4", "130", "143"):
+        assert f"\n  {code} " in text, code
+    worker = run_cli("worker", "--help")
+    assert worker.returncode == 0
+    assert "-- COMMAND ..." in worker.stdout
+    assert "exits with 1 when the last attempt" in " ".join(worker.stdout.split())
+
+
+# -- "--" is only for a command line -----------------------------------------------------
+
+
+def test_double_dash_after_a_command_without_a_command_line(submitted: Path) -> None:
+    # tests/bad_inputs/ has more commands; this is one with no positional argument and a
+    # bare "--" at the end, which argparse alone would have accepted.
+    r = run_cli("list", "--store", str(submitted), "--")
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert lines == ["s3exp list: error: s3exp list takes no command line after '--' "
+                     "(only s3exp worker does) (see s3exp list --help)"], r.stderr
+
+
+def test_the_command_line_goes_to_the_worker_as_its_template(root: Path) -> None:
+    _submit_flat(root, "echo", 1)
+    out = root.parent / "seen.txt"
+    # Options after "--" belong to the command line, not to s3exp.
+    r = run_cli("worker", "echo", "--store", str(root), "--", sys.executable, "-c",
+                "import sys; open(sys.argv[1], 'w').write(' '.join(sys.argv[2:]))",
+                str(out), "--store", "{run_id}", "--", "-q", timeout=120)
+    assert r.returncode == 0, r.stderr
+    (slot,) = expand(load_spec(root.parent / "echo.json"))
+    assert out.read_text() == f"--store {slot.run_id} -- -q"
+
+
+# -- logging: -v and -q ------------------------------------------------------------------
+
+
+def _logs_every_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``s3exp list`` whose library call logs one message at each level."""
+    def list_experiments(store: Any) -> list[str]:
+        log = logging.getLogger("s3exp.specs._experiments")
+        for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR):
+            log.log(level, "%s note", logging.getLevelName(level).lower())
+        return []
+
+    # The CLI takes it from the package (which caches what it loaded) or the module.
+    monkeypatch.setattr(s3exp, "list_experiments", list_experiments, raising=False)
+    monkeypatch.setattr("s3exp.specs._experiments.list_experiments", list_experiments)
+
+
+@pytest.mark.parametrize("flags, shown", [
+    ([], ["info", "warning", "error"]),
+    (["-v"], ["debug", "info", "warning", "error"]),
+    (["--verbose"], ["debug", "info", "warning", "error"]),
+    (["-q"], ["error"]),
+    (["--quiet"], ["error"]),
+], ids=["default", "-v", "--verbose", "-q", "--quiet"])
+def test_verbose_and_quiet_choose_what_the_s3exp_logger_lets_through(
+        root: Path, flags: list[str], shown: list[str], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _logs_every_level(monkeypatch)
+    logger = logging.getLogger("s3exp")
+    before = (logger.level, logger.propagate, list(logger.handlers))
+    assert main([*flags, "list", "--store", str(root)]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("no experiments in")  # results stay on stdout
+    assert out.err.splitlines() == [f"s3exp: {level} note" for level in shown]
+    # main may be called in-process: the logger is left as it was found.
+    assert (logger.level, logger.propagate, list(logger.handlers)) == before
+
+
+def test_a_library_warning_reaches_stderr_unless_quiet(root: Path) -> None:
+    _submit_flat(root, "fine", 1)
+    # A cost record that is not one: compaction succeeds, but recording its requests
+    # fails, and the library logs a warning rather than raising.
+    record = root / "costs" / "fine" / "compactor.json"
+    record.parent.mkdir(parents=True)
+    record.write_text("not a cost record")
+    r = run_cli("compact", "fine", "--store", str(root))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("fine: generation ")
+    assert r.stderr.splitlines() == [
+        "s3exp: could not record the compaction's request counts for fine: "
+        "'costs/fine/compactor.json' is not a cost record; not overwriting it"]
+    quiet = run_cli("-q", "compact", "fine", "--store", str(root))
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.startswith("fine: generation")
+    assert quiet.stderr == ""

@@ -1,10 +1,12 @@
 """The bad-input corpus: every way a user can get the input wrong, one entry each.
 
 Each :class:`Case` is run through the real CLI as a subprocess by
-``test_bad_inputs.py``, which asserts: exit status 2, exactly one ``s3exp: error: ...``
-line on stderr (no traceback) that contains every one of ``needles``, nothing on stdout,
-and nothing written: the store (a directory, or a SeaweedFS bucket), the working
-directory and the case's scratch directory are byte for byte what they were before.
+``test_bad_inputs.py``, which asserts: the case's ``exit_status`` (2, input the user
+must fix, unless the case says otherwise, such as 3 for a store that cannot be
+reached), exactly one ``s3exp: error: ...`` line on stderr (no traceback) that contains
+every one of ``needles``, nothing on stdout, and nothing written: the store (a
+directory, or a SeaweedFS bucket), the working directory and the case's scratch
+directory are byte for byte what they were before.
 
 Adding a case is one entry in ``CASES`` (and, for a malformed spec, one file in
 ``specs/``).  Every new error path in s3exp should add one.
@@ -29,7 +31,8 @@ Placeholders, replaced in ``argv``, ``needles`` and ``env`` values before the ru
 * ``s3-no-bucket``: the same server, but the bucket does not exist (and must not after).
 * ``html-200``, ``html-404``: ``s3://bucket`` whose endpoint is a loopback web server
   answering every request with an HTML page; it must get no request after the first.
-* ``refused``: ``s3://bucket`` whose endpoint is a loopback port where nothing listens.
+* ``refused``: ``s3://bucket`` whose endpoint is a loopback port where nothing listens
+  (exit status 3: the store is unreachable).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Case:
     store: StoreKind = "dir"
     seeded: bool = True
     env: Mapping[str, str | None] = field(default_factory=dict)  # None unsets a variable
+    exit_status: int = 2  # see `s3exp --help`
 
     @property
     def category(self) -> str:
@@ -66,10 +70,11 @@ class Case:
 
 
 def case(id: str, *argv: str, needles: tuple[str, ...] | str, store: StoreKind = "dir",
-         seeded: bool = True, env: Mapping[str, str | None] | None = None) -> Case:
+         seeded: bool = True, env: Mapping[str, str | None] | None = None,
+         exit_status: int = 2) -> Case:
     """A case whose command writes to ``{store}`` unless told otherwise."""
     return Case(id, tuple(argv), (needles,) if isinstance(needles, str) else needles, store, seeded,
-                dict(env or {}))
+                dict(env or {}), exit_status)
 
 
 def spec(file: str, *needles: str, category: str = "spec", store: StoreKind = "dir") -> Case:
@@ -269,10 +274,11 @@ CASES: list[Case] = [
          store="html-404", needles=(NOT_S3, "HTTP 404")),
     case("endpoint/html-404-show", "show", "testExp0", "--store", "{store}", store="html-404",
          needles=(NOT_S3, "HTTP 404")),
+    # Not the user's input to fix but a store that cannot be reached: exit status 3.
     case("endpoint/refused-submit", "submit", "{examples}/grouped.json", "--store", "{store}",
-         store="refused", needles=("cannot reach S3 endpoint {endpoint}",)),
+         store="refused", needles=("cannot reach S3 endpoint {endpoint}",), exit_status=3),
     case("endpoint/refused-worker", "worker", "testExp0", "--store", "{store}", "--", "true",
-         store="refused", needles=("cannot reach S3 endpoint {endpoint}",)),
+         store="refused", needles=("cannot reach S3 endpoint {endpoint}",), exit_status=3),
 
     # -- bad command-line values ------------------------------------------------------------
     case("cli/processes-0", "worker", "testExp0", "--processes", "0", "--store", "{store}", "--", "true",
@@ -313,6 +319,16 @@ CASES: list[Case] = [
     case("cli/submit-without-spec", "submit", "--store", "{store}",
          needles="the following arguments are required: spec"),
     case("cli/unknown-command", "frobnicate", needles="invalid choice: 'frobnicate'"),
+    case("cli/command-line-after-status", "status", "testExp0", "--store", "{store}", "--", "true",
+         needles=("s3exp status: error: s3exp status takes no command line after '--'",
+                  "only s3exp worker")),
+    case("cli/command-line-after-infra-policy", "infra", "policy", "--role", "worker",
+         "--store", "s3://bucket", "--", "x",
+         needles="s3exp infra policy: error: s3exp infra policy takes no command line after '--'"),
+    case("cli/bare-double-dash-after-submit", "submit", "{examples}/grouped.json",
+         "--store", "{store}", "--", needles="s3exp submit takes no command line after '--'"),
+    case("cli/verbose-and-quiet", "-v", "-q", "list", "--store", "{store}",
+         needles="argument -q/--quiet: not allowed with argument -v/--verbose"),
     case("cli/serve-port-out-of-range", "serve", "--store", "{store}", "--port", "70000",
          needles="--port: a port is 0 to 65535, not 70000"),
     case("cli/dev-server-port-negative", "dev-server", "--dir", "{tmp}/dev", "--port", "-1",

@@ -1,9 +1,10 @@
 """Run the bad-input corpus (``cases.py``) through the real CLI, one subprocess per case.
 
-For every case: exit status 2, exactly one ``s3exp: error: ...`` line on stderr that
-names the problem (the case's needles), no traceback, nothing on stdout, and nothing
-written anywhere: the store, the working directory and the scratch directory are
-unchanged, and a SeaweedFS bucket holds exactly the objects it held before.
+For every case: its exit status (2 unless the case says otherwise), exactly one
+``s3exp: error: ...`` line on stderr that names the problem (the case's needles), no
+traceback, nothing on stdout, and nothing written anywhere: the store, the working
+directory and the scratch directory are unchanged, and a SeaweedFS bucket holds exactly
+the objects it held before.
 
 Each case is its own test item (``test_bad_input[spec/min-gt-max]``), but the
 subprocesses of all selected cases are started together in a small thread pool by a
@@ -216,7 +217,7 @@ def check(case: Case, outcome: Outcome | BaseException) -> None:
     report = (f"{case.id}: exit status {out.returncode} after {out.seconds:.1f}s\n"
               f"--- stderr ---\n{out.stderr}--- stdout ---\n{out.stdout}")
     assert "Traceback" not in out.stderr, report
-    assert out.returncode == 2, report
+    assert out.returncode == case.exit_status, report
     lines = out.stderr.splitlines()
     assert len(lines) == 1 and out.stderr.endswith("\n"), f"not exactly one line\n{report}"
     line = lines[0]
@@ -253,6 +254,13 @@ def test_corpus_covers_every_category() -> None:
     for category in ("spec", "name", "url", "creds", "endpoint", "cli"):
         assert by_category.get(category, 0) >= 5, by_category
     assert {c.store for c in CASES} >= {"dir", "s3", "s3-no-bucket", "html-200", "html-404", "refused"}
+
+
+def test_only_an_unreachable_store_is_not_the_users_input() -> None:
+    # Exit status 3 says "try again later", 2 "fix what you typed": a case that expects
+    # one where the other belongs would teach the CLI the wrong answer.
+    for c in CASES:
+        assert c.exit_status == (3 if c.store == "refused" else 2), c.id
 
 
 def test_every_spec_file_has_a_case() -> None:
