@@ -25,7 +25,8 @@ from s3exp.core._errors import (
     StoreError,
     Unavailable,
 )
-from s3exp.specs._models import SCHEMA_VERSION, ExperimentSpec, load_spec, parse_spec
+from s3exp.specs._loading import load_spec, parse_spec
+from s3exp.specs._models import SCHEMA_VERSION, ExperimentSpec
 
 # The rest is imported on first use (PEP 562): pyarrow, boto3 and numpy cost about 0.3 s,
 # which every CLI command paid, ``--help`` and a one-line input error included.

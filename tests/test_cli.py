@@ -671,8 +671,9 @@ def test_a_library_warning_reaches_stderr_unless_quiet(root: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("fine: generation ")
     assert r.stderr.splitlines() == [
-        "s3exp: could not record the compaction's request counts for fine: "
-        "'costs/fine/compactor.json' is not a cost record; not overwriting it"]
+        "s3exp: could not record the compaction's request counts for fine: damaged object "
+        "costs/fine/compactor.json: not JSON (Expecting value: line 1 column 1 (char 0))"]
+    assert record.read_text() == "not a cost record"  # a damaged record is not overwritten
     quiet = run_cli("-q", "compact", "fine", "--store", str(root))
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stdout.startswith("fine: generation")

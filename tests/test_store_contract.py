@@ -387,7 +387,7 @@ def test_moto_sends_no_date(moto_bucket: MakeS3Store) -> None:
 def test_fast_timestamp_parser_agrees_with_botocore(value: object) -> None:
     import botocore.utils
 
-    from s3exp.stores._s3 import _parse_timestamp
+    from s3exp.stores._s3_replies import parse_timestamp as _parse_timestamp
 
     ours = _parse_timestamp(value)
     assert ours.tzinfo is not None

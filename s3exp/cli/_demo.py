@@ -21,7 +21,7 @@ from typing import Any
 from s3exp.core._errors import ConfigError
 from s3exp.ops._status import experiment_status, render_status
 from s3exp.specs._experiments import submit
-from s3exp.specs._models import parse_spec
+from s3exp.specs._loading import parse_spec
 from s3exp.stores import open_store
 
 __all__ = ["DEMO_SPEC", "ascii_chart", "run_demo", "train_one"]

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from s3exp.cli._command import Command
-from s3exp.specs._models import ExperimentSpec, load_spec
+from s3exp.specs._loading import load_spec
+from s3exp.specs._models import ExperimentSpec
 
 __all__ = ["ListExperiments", "Show", "Submit"]
 

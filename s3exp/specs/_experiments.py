@@ -24,7 +24,8 @@ from s3exp.core._errors import (
 )
 from s3exp.core._names import name_problem
 from s3exp.specs._expansion import count_runs
-from s3exp.specs._models import ExperimentSpec, canonical_json, parse_spec
+from s3exp.specs._loading import parse_spec
+from s3exp.specs._models import ExperimentSpec, canonical_json
 from s3exp.stores import Store
 
 __all__ = [

@@ -1,7 +1,7 @@
 """``s3://bucket/prefix``: AWS S3 and S3-compatible servers (SeaweedFS, MinIO, R2) via boto3.
 
-botocore never crosses this module's boundary: every botocore error is translated in
-:func:`_translate` (one table) into an s3exp error with the original as ``__cause__``.
+botocore never crosses this module's boundary: every botocore error is translated by
+:func:`s3exp.stores._s3_replies.translate` (one table) into an s3exp error with the original as ``__cause__``.
 
 Retries live in :meth:`S3Store._call` alone.  botocore's own retries are switched off
 (``max_attempts=1``), so a 412 is never retried by anyone; 5xx, SlowDown and connection
@@ -20,13 +20,10 @@ recognises the earlier write.  See "Recognising our own write" in docs/design.md
 
 from __future__ import annotations
 
-import hashlib
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeVar
@@ -54,25 +51,25 @@ from s3exp.stores._base import (
     check_key,
     prefix_matches_nothing,
 )
+from s3exp.stores._s3_replies import (
+    CONDITION_FAILED,
+    THROTTLED,
+    NotS3,
+    check_s3_reply,
+    error_code,
+    http_status,
+    parse_timestamp,
+    translate,
+)
+from s3exp.stores._s3_writes import UnresolvedWrites
 
 __all__ = ["RetryPolicy", "S3Store"]
 
 T = TypeVar("T")
 
-_CONDITION_FAILED = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
-_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
-_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "503", "500",
-              "InternalError", "ServiceUnavailable", "RequestTimeTooSkewed"}
-_AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
-         "ExpiredToken", "InvalidToken", "AuthorizationHeaderMalformed"}
-
 # The user-metadata name (``x-amz-meta-s3exp-write``) of the write id that every
 # conditional PUT carries; S3 returns user metadata lower-cased, so it is lower case.
 _WRITE_ID = "s3exp-write"
-# How many unresolved writes are remembered (see S3Store._note_unresolved).
-_UNRESOLVED_MAX = 1024
-
-
 class RetryPolicy:
     """Capped exponential backoff with full jitter for transient store failures."""
 
@@ -87,81 +84,6 @@ class RetryPolicy:
 
 class _Ambiguous(Exception):
     """Internal: a write may or may not have been applied (the reply was lost)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Unresolved:
-    """A write that ended in Unavailable after a try that may have been applied."""
-
-    digest: bytes
-    """SHA-256 of its body: what tells a repetition of it (32 bytes, not the body, which
-    can be a 10 MB compaction part)."""
-    write_id: str
-
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
-
-
-class _NotS3(Exception):
-    """Internal: a reply that no S3 server would send (raised by the after-call hook)."""
-
-
-# Operations whose successful reply always carries an ETag header.
-_ETAG_REPLIES = {"PutObject", "GetObject", "HeadObject"}
-
-
-def _check_s3_reply(http_response: Any = None, parsed: Any = None, model: Any = None,
-                    **_: Any) -> None:
-    """botocore after-call hook: refuse replies that cannot come from an S3 server.
-
-    A web server, captive portal or proxy page at the endpoint answers with HTML, which
-    botocore would otherwise read as an empty listing, a missing key or refused
-    credentials.  5xx pages are left to the retry loop: a proxy's "502 Bad Gateway" in
-    front of a restarting server is transient.
-    """
-    if http_response is None:
-        return
-    status = int(getattr(http_response, "status_code", 0) or 0)
-    op = str(getattr(model, "name", ""))
-    ctype = str(http_response.headers.get("Content-Type", "")).split(";")[0].strip().lower()
-    if status >= 500:
-        return
-    if ctype == "text/html" and not (op == "GetObject" and status < 300):
-        raise _NotS3(f"HTTP {status} with an HTML page to {op}")
-    if status < 300 and op in _ETAG_REPLIES and not http_response.headers.get("ETag"):
-        raise _NotS3(f"HTTP {status} without an ETag to {op}")
-    if status < 300 and op == "ListObjectsV2" and isinstance(parsed, dict) and "IsTruncated" not in parsed:
-        raise _NotS3(f"HTTP {status} that is not a ListObjectsV2 result")
-
-
-def _parse_timestamp(value: Any) -> datetime:
-    """botocore's default timestamp parser runs dateutil on every timestamp, about 0.1 ms
-    each: three quarters of the client's CPU for a ListObjectsV2 page of 1,000 keys (a
-    worker's picture of 2,000 runs took 0.3 s of CPU to parse).  S3 lists timestamps in
-    ISO 8601, which ``datetime.fromisoformat`` reads; the ``Last-Modified`` header of every
-    GET and HEAD is an RFC 1123 date, which ``email.utils`` reads (about 0.05 ms less client
-    CPU per GET, of about 1 ms).  Anything else goes to botocore's parser."""
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            try:
-                parsed = parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                parsed = None
-        if parsed is not None:
-            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-    out: datetime = botocore.utils.parse_timestamp(value)
-    return out
-
-
-def _code(e: botocore.exceptions.ClientError) -> str:
-    return str(e.response.get("Error", {}).get("Code", ""))
-
-
-def _status(e: botocore.exceptions.ClientError) -> int:
-    return int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
 
 
 class S3Store(Store):
@@ -195,7 +117,7 @@ class S3Store(Store):
         self.retry = retry or RetryPolicy()
         core = botocore.session.get_session()
         core.get_component("response_parser_factory").set_parser_defaults(
-            timestamp_parser=_parse_timestamp)
+            timestamp_parser=parse_timestamp)
         session = boto3.session.Session(
             aws_access_key_id=credentials[0] if credentials else None,
             aws_secret_access_key=credentials[1] if credentials else None,
@@ -234,8 +156,7 @@ class S3Store(Store):
         # body digest and write id.  A later write of the key with the same body reuses
         # the id, and if its condition fails, a HEAD looks for the id (see
         # _earlier_write_landed).  Bounded; oldest forgotten first.
-        self._unresolved: dict[str, _Unresolved] = {}
-        self._unresolved_lock = threading.Lock()
+        self._unresolved = UnresolvedWrites()
         # Some servers (SeaweedFS) create a missing bucket on the first PUT.  Before the
         # first write, one HEAD makes sure the bucket exists, unless a request already
         # succeeded (then it does).  Workers read the spec first, so they never pay it.
@@ -243,7 +164,7 @@ class S3Store(Store):
         events = self._client.meta.events
         events.register("before-send.s3", self._count_request)
         events.register("after-call.s3", self._note_date)
-        events.register("after-call.s3", _check_s3_reply)
+        events.register("after-call.s3", check_s3_reply)
 
     # -- request accounting and the server clock ------------------------------------
 
@@ -299,8 +220,8 @@ class S3Store(Store):
                 self._bucket_seen = True
                 return result
             except botocore.exceptions.ClientError as e:
-                code, status = _code(e), _status(e)
-                if code in _CONDITION_FAILED or status in (409, 412):
+                code, status = error_code(e), http_status(e)
+                if code in CONDITION_FAILED or status in (409, 412):
                     if ambiguous:
                         raise _Ambiguous() from e
                     raise
@@ -308,11 +229,11 @@ class S3Store(Store):
                     # If-Match on a key that is gone (AWS says 404, not 412): our own
                     # earlier try may be what removed it.  Resolved by the caller too.
                     raise _Ambiguous() from e
-                if (code in _THROTTLED or status >= 500) and attempt + 1 < self.retry.attempts:
+                if (code in THROTTLED or status >= 500) and attempt + 1 < self.retry.attempts:
                     ambiguous = ambiguous or write
                     time.sleep(self.retry.delay(attempt))
                     continue
-                raise _translate(e, key, self) from e
+                raise translate(e, key, self) from e
             except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
                     botocore.exceptions.IncompleteReadError) as e:
                 # EndpointConnectionError (nothing listening) can never have been applied.
@@ -322,7 +243,7 @@ class S3Store(Store):
                     time.sleep(self.retry.delay(attempt))
                     continue
                 raise Unavailable(f"cannot reach S3 endpoint {self.endpoint}: {e}", key) from e
-            except _NotS3 as e:
+            except NotS3 as e:
                 raise ConfigError(f"the endpoint {self.endpoint} does not answer like an S3 server "
                                   f"({e}); check --endpoint-url / AWS_ENDPOINT_URL") from None
             except botocore.parsers.ResponseParserError as e:
@@ -345,18 +266,6 @@ class S3Store(Store):
 
     # -- recognising our own write (see "Recognising our own write" in docs/design.md) --
 
-    def _write_id(self, key: str, data: bytes) -> str:
-        """The id of a new write of ``data`` to ``key``: a fresh random one, unless the
-        last write of ``key`` with this very body ended in Unavailable.  Then it is that
-        write's id, so that if the earlier write landed, this one's failed condition is
-        recognised as the earlier write (a heartbeat re-sends the same lease body)."""
-        if self._unresolved:  # empty unless a write ended in Unavailable: skip the lock
-            with self._unresolved_lock:
-                entry = self._unresolved.get(key)
-            if entry is not None and entry.digest == _digest(data):
-                return entry.write_id
-        return uuid.uuid4().hex
-
     def _is_own_write(self, key: str, data: bytes, write_id: str) -> ObjectMeta | None:
         """One HEAD: the stored object's metadata if it carries ``write_id``, else None.
 
@@ -366,12 +275,12 @@ class S3Store(Store):
         try:
             meta, stored_id = self._head(key)
         except ObjectNotFound:
-            self._forget(key)
+            self._unresolved.forget(key)
             return None
         except Unavailable:
-            self._note_unresolved(key, data, write_id)
+            self._unresolved.note(key, data, write_id)
             raise
-        self._forget(key)  # resolved, whichever way: nothing left to repeat
+        self._unresolved.forget(key)  # resolved, whichever way: nothing left to repeat
         return meta if stored_id == write_id else None
 
     def _earlier_write_landed(self, key: str, data: bytes, write_id: str) -> ObjectMeta | None:
@@ -379,29 +288,11 @@ class S3Store(Store):
         an earlier write of the key ended in Unavailable (its replies lost, its retries
         spent), it may have been applied, and be what this write's condition now fails
         on.  It counts as this write only if this write repeats it (same body, so the
-        same id, see :meth:`_write_id`) and the stored object carries that id.  The
-        memory of the key is spent, unless the HEAD raises Unavailable."""
-        if not self._unresolved:  # the common case, a plain lost race: no lock, no HEAD
-            return None
-        with self._unresolved_lock:
-            entry = self._unresolved.pop(key, None)
-        if entry is None or entry.write_id != write_id:
+        same id, see :meth:`UnresolvedWrites.write_id`) and the stored object carries
+        that id.  The memory of the key is spent, unless the HEAD raises Unavailable."""
+        if not self._unresolved.take(key, write_id):
             return None  # nothing pending, or a different body: a real condition failure
         return self._is_own_write(key, data, write_id)
-
-    def _note_unresolved(self, key: str, data: bytes, write_id: str) -> None:
-        """Remember a write whose outcome is unknown (at most ``_UNRESOLVED_MAX`` keys,
-        the oldest forgotten first: a forgotten one is merely not recognised later)."""
-        with self._unresolved_lock:
-            self._unresolved.pop(key, None)
-            self._unresolved[key] = _Unresolved(_digest(data), write_id)
-            while len(self._unresolved) > _UNRESOLVED_MAX:
-                del self._unresolved[next(iter(self._unresolved))]
-
-    def _forget(self, key: str) -> None:
-        if self._unresolved:
-            with self._unresolved_lock:
-                self._unresolved.pop(key, None)
 
     # -- the store interface --------------------------------------------------------
 
@@ -416,7 +307,7 @@ class S3Store(Store):
         try:
             r, data = self._call(fetch, key)
         except botocore.exceptions.ClientError as e:  # pragma: no cover - conditions unused
-            raise _translate(e, key, self) from e
+            raise translate(e, key, self) from e
         return Blob(data, ObjectMeta(key, r["ETag"], len(data), r["LastModified"].astimezone(UTC)))
 
     def head(self, key: str) -> ObjectMeta:
@@ -464,9 +355,9 @@ class S3Store(Store):
             )
         except Unavailable:
             # It may have been applied: nobody can tell yet.
-            self._note_unresolved(key, data, write_id)
+            self._unresolved.note(key, data, write_id)
             raise
-        self._forget(key)
+        self._unresolved.forget(key)
         # PutObject returns no Last-Modified; the Date of its reply is the server's write time.
         return ObjectMeta(key, r["ETag"], len(data), self._reply_time(r))
 
@@ -478,7 +369,7 @@ class S3Store(Store):
         """Create ``key``; raise AlreadyExists if it exists.  A create whose reply was
         lost and whose retry then found the key is a success if the key holds this
         create (its write id); Unavailable if that cannot be known."""
-        write_id = self._write_id(key, data)
+        write_id = self._unresolved.write_id(key, data)
         try:
             return self._put(key, data, write_id, IfNoneMatch="*")
         except _Ambiguous:
@@ -495,7 +386,7 @@ class S3Store(Store):
     def put_if_match(self, key: str, data: bytes, etag: str) -> ObjectMeta:
         """Replace ``key`` if its ETag is ``etag``; raise Conflict otherwise or if missing.
         Lost replies are resolved by write id as in :meth:`put_if_absent`."""
-        write_id = self._write_id(key, data)
+        write_id = self._unresolved.write_id(key, data)
         try:
             return self._put(key, data, write_id, IfMatch=etag)
         except _Ambiguous:
@@ -561,32 +452,9 @@ class S3Store(Store):
             self._call(lambda: self._client.create_bucket(Bucket=self.bucket), None)
         except botocore.exceptions.ClientError as e:
             # A 409 comes back untranslated from _call (it reads as a failed condition).
-            if _code(e) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise _translate(e, None, self) from e
+            if error_code(e) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise translate(e, None, self) from e
             self._bucket_seen = True
 
     def close(self) -> None:
         self._client.close()
-
-
-def _translate(e: botocore.exceptions.ClientError, key: str | None, store: S3Store) -> S3ExpErrorLike:
-    """The one table from botocore error codes to s3exp errors."""
-    code, status = _code(e), _status(e)
-    if code in _NOT_FOUND or status == 404 and code != "NoSuchBucket":
-        return ObjectNotFound(f"no object at {key!r}", key or "")
-    if code == "NoSuchBucket":
-        return ConfigError(f"bucket {store.bucket!r} does not exist at {store.endpoint}")
-    if code in _AUTH or status == 403:
-        return ConfigError(f"S3 refused the credentials for {store.url} ({code or status})")
-    if code in _THROTTLED or status >= 500:
-        headers = e.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-        if str(headers.get("content-type", "")).lower().startswith("text/html"):
-            return Unavailable(f"S3 kept failing for {store.url} (HTTP {status} with an HTML page: "
-                               f"is {store.endpoint} an S3 server, or a proxy in front of one?)", key)
-        return Unavailable(f"S3 kept failing for {store.url} ({code or status})", key)
-    if code in ("InvalidBucketName",):
-        return ConfigError(f"invalid bucket name {store.bucket!r}")
-    return StoreError(f"S3 error {code or status} for {store.url}", key)
-
-
-S3ExpErrorLike = StoreError | ConfigError
