@@ -54,9 +54,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import s3exp
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
+from s3exp.devserver._seaweed import SeaweedServer
 from s3exp.stores import FileStore, Store, open_store
-from s3exp.stores._seaweed import SeaweedServer
 from s3exp.tables._buffer import SHARD_SCHEMA, SHARD_WRITE_OPTIONS
 
 NAMES = np.array(["loss", "acc", "lr", "grad_norm", "val_loss"])
@@ -93,12 +93,12 @@ def stage(store: Store, runs: int, rows_per_run: int, shard_rows: int) -> dict[s
         with run:
             for seq, first in enumerate(range(0, rows_per_run, shard_rows)):
                 n = min(shard_rows, rows_per_run - first)
-                store.put_if_absent(_keys.shard("bench", run.run_id, run.attempt, seq),
+                store.put_if_absent(keys.shard("bench", run.run_id, run.attempt, seq),
                                     shard_bytes("bench", run.run_id, run.attempt,
                                                 first // len(NAMES), n, rng))
                 shards += 1
             run.complete({"loss": float(rng.random())})
-    staged_bytes = sum(m.size for m in store.list(_keys.STAGING))
+    staged_bytes = sum(m.size for m in store.list(keys.STAGING))
     return {"rows": runs * rows_per_run, "shards": shards, "staged_mb": staged_bytes / 2**20,
             "stage_s": time.perf_counter() - t0}
 
@@ -153,7 +153,7 @@ def duckdb_child(root: str) -> None:
 
     con = duckdb.connect()
     out = Path(root).parent / "duckdb-copy.parquet"
-    shards = f"{root}/{_keys.STAGING}**/*.parquet"
+    shards = f"{root}/{keys.STAGING}**/*.parquet"
     t0 = time.perf_counter()
     con.execute(f"COPY (SELECT run_id, attempt, step, name, value, ts, dataset, model, worker "
                 f"FROM read_parquet('{shards}')) TO '{out}' (FORMAT parquet, COMPRESSION snappy)")
@@ -172,8 +172,8 @@ def child(mode: str, target: str, part_rows: int, env: dict[str, str] | None = N
 
 def reset(store: Store, exp: str) -> None:
     """Remove what a compaction of ``exp`` wrote, keeping the runs and the staged shards."""
-    derived = (_keys.manifest(exp), _keys.pending_prefix(exp), _keys.table_prefix("metrics", exp),
-               _keys.table_prefix("results", exp), _keys.status_rollup(exp))
+    derived = (keys.manifest(exp), keys.pending_prefix(exp), keys.table_prefix("metrics", exp),
+               keys.table_prefix("results", exp), keys.status_rollup(exp))
     for prefix in derived:
         for meta in list(store.list(prefix)):
             store.delete_if_match(meta.key, meta.etag)

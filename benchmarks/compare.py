@@ -340,10 +340,10 @@ class S3expSystem(System):
         import pyarrow.compute as pc
 
         import s3exp
-        from s3exp.bucket import _keys
+        from s3exp.bucket import keys
 
         store = _s3exp_store(cfg)
-        results = [m.key for m in store.list(_keys.runs_prefix(EXP))
+        results = [m.key for m in store.list(keys.runs_prefix(EXP))
                    if "/result-" in m.key and m.size > 0]
         table = s3exp.metrics(store, EXP)
         steps = table.group_by(["run_id", "step"]).aggregate([("value", "count")])
@@ -749,7 +749,7 @@ def run_once(name: str, n: int, w: int, m: int, rep_no: int, args: argparse.Name
         if name == "s3exp-dir":
             cfg.extra = {"store": "dir", "path": str(workdir / "store")}
         elif name == "s3exp-seaweed":
-            from s3exp.stores._seaweed import SeaweedServer
+            from s3exp.devserver._seaweed import SeaweedServer
 
             server = SeaweedServer(data_dir=workdir / "weed").start()
             server.bucket_store("compare").create_bucket()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import s3exp
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
 from s3exp.stores import FileStore
 
 TARGET_US = 5.0
@@ -68,7 +68,7 @@ def bench_s3exp(calls: int, metrics: int, tmp: Path) -> tuple[dict[str, Any], di
         t = time.perf_counter()
         run.complete({"loss": 0.5})  # flushes the rest synchronously
         final_flush = time.perf_counter() - t
-    staged = sum(1 for _ in store.list(_keys.STAGING))
+    staged = sum(1 for _ in store.list(keys.STAGING))
     info = {"rows": buf.rows_written, "shards_flushed_during_loop": shards_during,
             "shards": staged, "final_flush_s": final_flush}
     assert buf.rows_written == calls * metrics

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import s3exp
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
+from s3exp.devserver._seaweed import SeaweedServer
 from s3exp.ops._costs import OTHER_PRICE_PER_1000, PRICE_PER_1000
 from s3exp.runs._worker import Worker
 from s3exp.stores import FileStore, S3Store, Store
-from s3exp.stores._seaweed import SeaweedServer
 
 
 def _open(cfg: dict[str, Any]) -> Store:
@@ -79,7 +79,7 @@ def bench(kind: str, runs: int, workers: int, sleep_ms: float) -> dict[str, Any]
             wall = time.perf_counter() - t0
             for p in procs:
                 p.join()
-            done = sum(1 for m in store.list(_keys.runs_prefix("bench"))
+            done = sum(1 for m in store.list(keys.runs_prefix("bench"))
                        if "/result-" in m.key and m.size > 0)
         finally:
             if server is not None:

@@ -8,12 +8,13 @@ import importlib as _importlib
 import typing as _typing
 
 from s3exp._version import __version__
-from s3exp.core._clock import Clock, FakeClock, SystemClock
-from s3exp.core._errors import (
+from s3exp.core import (
     AlreadyExists,
+    Clock,
     ConfigError,
     Conflict,
     DamagedObject,
+    FakeClock,
     Interrupted,
     LeaseLost,
     NotFoundError,
@@ -23,46 +24,48 @@ from s3exp.core._errors import (
     SpecConflict,
     SpecError,
     StoreError,
+    SystemClock,
     Unavailable,
 )
-from s3exp.specs._loading import load_spec, parse_spec
-from s3exp.specs._models import SCHEMA_VERSION, ExperimentSpec
+from s3exp.specs import SCHEMA_VERSION, ExperimentSpec, load_spec, parse_spec
 
 # The rest is imported on first use (PEP 562): pyarrow, boto3 and numpy cost about 0.3 s,
 # which every CLI command paid, ``--help`` and a one-line input error included.
 _LAZY = {
-    "current_run": "s3exp.runs._child",
-    "CompactionReport": "s3exp.tables._compaction", "compact": "s3exp.ops._compact",
-    "RunSlot": "s3exp.specs._expansion", "count_runs": "s3exp.specs._expansion", "expand": "s3exp.specs._expansion",
-    "SubmitResult": "s3exp.specs._experiments", "list_experiments": "s3exp.specs._experiments",
-    "load_experiment": "s3exp.specs._experiments", "submit": "s3exp.specs._experiments",
-    "read_results": "s3exp.tables._reading", "reset_runs": "s3exp.ops._reset",
-    "set_control": "s3exp.ops._control",
-    "metrics": "s3exp.tables._reading", "query": "s3exp.tables._query", "results": "s3exp.tables._reading",
-    "ExperimentStatus": "s3exp.ops._status", "experiment_status": "s3exp.ops._status",
-    "Run": "s3exp.runs._worker", "Worker": "s3exp.runs._worker", "WorkerStats": "s3exp.runs._worker",
+    "current_run": "s3exp.runs",
+    "CompactionReport": "s3exp.tables", "compact": "s3exp.ops",
+    "RunSlot": "s3exp.specs", "count_runs": "s3exp.specs", "expand": "s3exp.specs",
+    "SubmitResult": "s3exp.specs", "list_experiments": "s3exp.specs",
+    "load_experiment": "s3exp.specs", "submit": "s3exp.specs",
+    "read_results": "s3exp.tables", "reset_runs": "s3exp.ops",
+    "set_control": "s3exp.ops",
+    "metrics": "s3exp.tables", "query": "s3exp.tables", "results": "s3exp.tables",
+    "ExperimentStatus": "s3exp.ops", "experiment_status": "s3exp.ops",
+    "Run": "s3exp.runs", "Worker": "s3exp.runs", "WorkerStats": "s3exp.runs",
     "FileStore": "s3exp.stores", "MemoryStore": "s3exp.stores", "S3Store": "s3exp.stores",
     "Store": "s3exp.stores", "open_store": "s3exp.stores",
 }
 
 if _typing.TYPE_CHECKING:
-    from s3exp.ops._compact import compact
-    from s3exp.ops._control import set_control
-    from s3exp.ops._reset import reset_runs
-    from s3exp.ops._status import ExperimentStatus, experiment_status
-    from s3exp.runs._child import current_run
-    from s3exp.runs._worker import Run, Worker, WorkerStats
-    from s3exp.specs._expansion import RunSlot, count_runs, expand
-    from s3exp.specs._experiments import (
+    from s3exp.ops import (
+        ExperimentStatus,
+        compact,
+        experiment_status,
+        reset_runs,
+        set_control,
+    )
+    from s3exp.runs import Run, Worker, WorkerStats, current_run
+    from s3exp.specs import (
+        RunSlot,
         SubmitResult,
+        count_runs,
+        expand,
         list_experiments,
         load_experiment,
         submit,
     )
     from s3exp.stores import FileStore, MemoryStore, S3Store, Store, open_store
-    from s3exp.tables._compaction import CompactionReport
-    from s3exp.tables._query import query
-    from s3exp.tables._reading import metrics, read_results, results
+    from s3exp.tables import CompactionReport, metrics, query, read_results, results
 
 
 def __getattr__(name: str) -> object:

@@ -8,13 +8,15 @@ Each handler parses its event into a model, calls one function here and returns 
 ``s3exp serve`` runs :func:`status_app` behind a local HTTP server.
 """
 
-from s3exp.serving._app import HttpRequest, HttpResponse, status_app
-from s3exp.serving._lambda_events import (
+from s3exp.serving import (
     CompactRequest,
     CompactSummary,
+    HttpRequest,
+    HttpResponse,
     compact_for_request,
     parse_compact_event,
     parse_http_event,
+    status_app,
 )
 
 __all__ = [

@@ -18,8 +18,8 @@ from typing import Any
 import moto
 import pytest
 
+from s3exp.devserver._seaweed import SeaweedServer
 from s3exp.stores import FileStore, MemoryStore, S3Store, Store
-from s3exp.stores._seaweed import SeaweedServer
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

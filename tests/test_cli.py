@@ -32,15 +32,15 @@ from s3exp import (
     expand,
     load_spec,
 )
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
 from s3exp.cli import build_parser, main
-from s3exp.stores._seaweed import SeaweedServer
+from s3exp.devserver._seaweed import SeaweedServer
 
 from ._specdata import BAD_SPECS, FLAT_GRID, GROUPED, bad_spec, grouped
 from .conftest import AWS_ENV, MakeS3Store
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC_KEY = _keys.spec("testExp0")
+SPEC_KEY = keys.spec("testExp0")
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -568,7 +568,7 @@ def test_error_classes_map_to_exit_statuses(submitted: Path, error: S3ExpError, 
     def experiment_status(store: Any, exp: str, **kwargs: Any) -> Any:
         raise error
 
-    monkeypatch.setattr("s3exp.ops._status.experiment_status", experiment_status)
+    monkeypatch.setattr("s3exp.ops.experiment_status", experiment_status)  # where the CLI looks
     assert main(["status", "testExp0", "--store", str(submitted)]) == code
     out = capsys.readouterr()
     assert out.out == ""
@@ -580,7 +580,7 @@ def test_damaged_object_is_one_escaped_line(submitted: Path, capsys: pytest.Capt
     def experiment_status(store: Any, exp: str, **kwargs: Any) -> Any:
         raise DamagedObject("experiments/x.json", "not JSON:\n\x1b[2J{")
 
-    monkeypatch.setattr("s3exp.ops._status.experiment_status", experiment_status)
+    monkeypatch.setattr("s3exp.ops.experiment_status", experiment_status)  # where the CLI looks
     assert main(["status", "testExp0", "--store", str(submitted)]) == 4
     line = one_error_line(capsys.readouterr().err)
     assert line == "s3exp: error: damaged object experiments/x.json: not JSON:\\n\\x1b[2J{"

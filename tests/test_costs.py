@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import s3exp
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
 from s3exp.bucket._records import WorkerIdentity
 from s3exp.cli import main
 from s3exp.core._errors import ConfigError
@@ -79,7 +79,7 @@ def test_status_cost_totals_are_the_workers_own_counts(tmp_path: Path,
     assert cost["requests_per_run"]["PUT"] == pytest.approx(workers["PUT"] / 30, abs=1e-4)
     assert cost["dollars_per_run"] == pytest.approx(cost["dollars"] / 30)
     # One record write per worker lifetime (the default interval is minutes), counted in.
-    assert len(list(FileStore(root).list(_keys.costs_prefix(EXP)))) == 3
+    assert len(list(FileStore(root).list(keys.costs_prefix(EXP)))) == 3
 
     # A compaction records its own requests under the compactors' shared id.
     assert main(["compact", EXP, "--store", str(root)]) == 0
@@ -119,17 +119,17 @@ def test_cost_records_add_up_and_are_never_written_blindly(tmp_path: Path) -> No
     meter_a = CostMeter(a, EXP, "same-id")
     meter_b = CostMeter(b, EXP, "same-id")
     list(a.list("runs/"))
-    a.get(_keys.spec(EXP))
+    a.get(keys.spec(EXP))
     assert meter_a.flush()
-    b.get(_keys.spec(EXP))
-    b.get(_keys.spec(EXP))
+    b.get(keys.spec(EXP))
+    b.get(keys.spec(EXP))
     assert meter_b.flush()  # its create fails, it reads A's record and adds to it
-    a.head(_keys.spec(EXP))
+    a.head(keys.spec(EXP))
     assert meter_a.flush()  # its ETag is stale now: it reads again and adds
-    stored = json.loads(FileStore(root).get(_keys.cost(EXP, "same-id")).data)["requests"]
+    stored = json.loads(FileStore(root).get(keys.cost(EXP, "same-id")).data)["requests"]
     both = Counter(a.requests.snapshot()) + Counter(b.requests.snapshot())
     assert stored == dict(both)
-    assert writes[0] == ("create", _keys.cost(EXP, "same-id"))
+    assert writes[0] == ("create", keys.cost(EXP, "same-id"))
     assert {kind for kind, _ in writes} == {"create", "swap"}
     assert len(writes) == 5  # A create; B create (lost), B swap; A swap (lost), A swap
     assert not meter_a.flush()  # nothing new: nothing written
@@ -137,7 +137,7 @@ def test_cost_records_add_up_and_are_never_written_blindly(tmp_path: Path) -> No
     # The same through real workers: a second worker with the first one's id adds to its record.
     first = drain(root, "node-1")
     second = drain(root, "node-1")  # nothing left to claim: it still made requests
-    rec = json.loads(FileStore(root).get(_keys.cost(EXP, "node-1")).data)
+    rec = json.loads(FileStore(root).get(keys.cost(EXP, "node-1")).data)
     assert rec["requests"] == dict(Counter(first.requests.snapshot()) + Counter(second.requests.snapshot()))
     assert rec["role"] == "worker" and rec["served"] == [EXP]
 
@@ -152,7 +152,7 @@ def test_a_long_lived_worker_writes_its_record_every_interval(tmp_path: Path) ->
             run.complete({})
     assert worker.cost_meter is not None and worker.cost_meter.writes >= 6  # after each run
     counted = store.requests.snapshot()
-    rec = json.loads(FileStore(root).get(_keys.cost(EXP, worker.identity.id)).data)
+    rec = json.loads(FileStore(root).get(keys.cost(EXP, worker.identity.id)).data)
     assert rec["requests"] == counted
     off = s3exp.Worker(FileStore(root), EXP, wait=False, handle_signals=False, cost_seconds=None)
     assert off.cost_meter is None
@@ -160,9 +160,9 @@ def test_a_long_lived_worker_writes_its_record_every_interval(tmp_path: Path) ->
 
 def test_read_costs_prices_and_skips_foreign_bodies(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
-    store.put_if_absent(_keys.cost(EXP, "a"), json.dumps(
+    store.put_if_absent(keys.cost(EXP, "a"), json.dumps(
         {"id": "a", "role": "worker", "requests": {"PUT": 2000, "GET": 1000, "LIST": 10, "DELETE": 5}}).encode())
-    store.put_if_absent(_keys.cost(EXP, "junk"), b"not json")
+    store.put_if_absent(keys.cost(EXP, "junk"), b"not json")
     report = read_costs(store, EXP, finished_runs=1000)
     assert report.requests == {"PUT": 2000, "GET": 1000, "HEAD": 0, "LIST": 10, "DELETE": 5}
     assert report.dollars == pytest.approx(2 * 0.005 + 0.0004 + 0.01 * 0.005)  # DELETE is free

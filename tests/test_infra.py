@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import s3exp
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
 from s3exp.stores import FileStore
 from s3exp.tables._query import VIEWS
 from tests._cfn import REPO, TEMPLATE, load_template, render
@@ -87,11 +87,11 @@ def test_bucket_is_private_encrypted_and_unversioned(resources: dict[str, Any]) 
 
 def test_lifecycle_expires_only_disposable_prefixes(resources: dict[str, Any]) -> None:
     rules = {r["Id"]: r for r in _props(resources, "DataBucket")["LifecycleConfiguration"]["Rules"]}
-    assert rules["expire-staging-shards"]["Prefix"] == f"{PREFIX}/{_keys.STAGING}"
-    assert rules["expire-athena-results"]["Prefix"] == f"{PREFIX}/{_keys.ATHENA_RESULTS}"
+    assert rules["expire-staging-shards"]["Prefix"] == f"{PREFIX}/{keys.STAGING}"
+    assert rules["expire-athena-results"]["Prefix"] == f"{PREFIX}/{keys.ATHENA_RESULTS}"
     state = ("spec", "control", "lease", "result", "error", "interrupt", "manifest",
              "pending_part", "status_rollup", "metrics_part", "results_part")
-    samples = {kind: f"{PREFIX}/{glob.replace('*', 'x')}" for kind, glob in _keys.globs().items()}
+    samples = {kind: f"{PREFIX}/{glob.replace('*', 'x')}" for kind, glob in keys.globs().items()}
     for rule in rules.values():
         if "ExpirationInDays" not in rule:
             continue
@@ -109,10 +109,10 @@ def test_staging_shards_trigger_the_compaction_function(resources: dict[str, Any
     assert notify["Event"] == "s3:ObjectCreated:*"
     assert notify["Function"] == VALUES["CompactFunction.Arn"]
     rules = {r["Name"]: r["Value"] for r in notify["Filter"]["S3Key"]["Rules"]}
-    shard = f"{PREFIX}/{_keys.shard('exp', 'ds__m__r0', 1, 0)}"
+    shard = f"{PREFIX}/{keys.shard('exp', 'ds__m__r0', 1, 0)}"
     assert shard.startswith(rules["prefix"]) and shard.endswith(rules["suffix"])
-    for other in (_keys.lease("exp", "r"), _keys.table_part("metrics", "exp", 1, "t", 0),
-                  _keys.pending_part("exp", "t", 0)):  # compaction's own output: no loop
+    for other in (keys.lease("exp", "r"), keys.table_part("metrics", "exp", 1, "t", 0),
+                  keys.pending_part("exp", "t", 0)):  # compaction's own output: no loop
         key = f"{PREFIX}/{other}"
         assert not (key.startswith(rules["prefix"]) and key.endswith(rules["suffix"])), other
     permission = _props(resources, "CompactFunctionS3Permission")
@@ -153,7 +153,7 @@ def test_athena_workgroup_writes_under_the_project(resources: dict[str, Any]) ->
     config = _props(resources, "AthenaWorkGroup")["WorkGroupConfiguration"]
     assert config["EnforceWorkGroupConfiguration"] is True
     assert config["ResultConfiguration"]["OutputLocation"] == \
-        f"s3://{BUCKET}/{PREFIX}/{_keys.ATHENA_RESULTS}"
+        f"s3://{BUCKET}/{PREFIX}/{keys.ATHENA_RESULTS}"
 
 
 def glue_tables(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -174,7 +174,7 @@ def test_glue_tables_project_the_experiment_partition_onto_the_key_layout(
         assert params["projection.enabled"] == "true"
         assert params["projection.experiment.type"] == "injected"
         assert params["storage.location.template"] == \
-            f"s3://{BUCKET}/{PREFIX}/{_keys.table_prefix(name, '${experiment}')}"
+            f"s3://{BUCKET}/{PREFIX}/{keys.table_prefix(name, '${experiment}')}"
         assert table["StorageDescriptor"]["Location"] == f"s3://{BUCKET}/{PREFIX}/{name}/"
         assert table["PartitionKeys"] == [{"Name": "experiment", "Type": "string"}]
         assert "Parquet" in table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"]
@@ -253,10 +253,10 @@ def test_glue_columns_match_the_duckdb_views_and_the_parquet_files(
     # What Athena reads: the published Parquet parts themselves.  Their columns are the
     # Glue data columns by name and type, and never the partition column.
     for name, table in tables.items():
-        keys = [m.key for m in store.list(_keys.table_prefix(name, "infraExp"))]
-        assert keys, name
+        part_keys = [m.key for m in store.list(keys.table_prefix(name, "infraExp"))]
+        assert part_keys, name
         data_columns = {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}
-        for key in keys:
+        for key in part_keys:
             schema = pq.read_schema(io.BytesIO(store.get(key).data))
             assert "experiment" not in schema.names, key
             in_file = {f.name: _arrow_to_glue(f.type) for f in schema}

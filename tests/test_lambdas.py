@@ -19,8 +19,8 @@ import pyarrow.fs as pafs
 import pytest
 
 import s3exp
+from s3exp.devserver._seaweed import SeaweedServer
 from s3exp.stores import S3Store
-from s3exp.stores._seaweed import SeaweedServer
 
 from .conftest import AWS_ENV, REPO, unique_bucket
 

@@ -23,9 +23,9 @@ import pyarrow.fs as pafs
 import pytest
 
 import s3exp
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
+from s3exp.devserver._seaweed import SeaweedServer
 from s3exp.stores import FileStore, S3Store, Store
-from s3exp.stores._seaweed import SeaweedServer
 from s3exp.tables._compaction import collect_orphans, read_manifest
 
 from . import _metrics_workers
@@ -125,7 +125,7 @@ def test_a_compactor_killed_between_parts_and_commit_loses_and_duplicates_nothin
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert child.returncode == -9, child.stderr
     assert child.stdout.split() == ["parts-written"]
-    orphans = [m.key for m in store.list(_keys.pending_prefix("k"))]
+    orphans = [m.key for m in store.list(keys.pending_prefix("k"))]
     assert len(orphans) == 5  # 4 metric parts of <= 700 rows + 1 results part
     assert read_manifest(store, "k").etag is None  # nothing committed
     assert target.listed("metrics", "k").num_rows == 0  # the orphans are not listed
@@ -144,9 +144,9 @@ def test_a_compactor_killed_between_parts_and_commit_loses_and_duplicates_nothin
     assert duplicates(exact) == duplicates(listed) == 0
     assert sorted(target.listed("results", "k").column("run_id").to_pylist()) == sorted(runs)
     # The dead compactor's parts are still pending, invisible; collected once old enough.
-    assert sorted(m.key for m in store.list(_keys.pending_prefix("k"))) == sorted(orphans)
+    assert sorted(m.key for m in store.list(keys.pending_prefix("k"))) == sorted(orphans)
     assert collect_orphans(store, "k", timedelta(0)) == len(orphans)
-    assert list(store.list(_keys.pending_prefix("k"))) == []
+    assert list(store.list(keys.pending_prefix("k"))) == []
     assert row_tuples(s3exp.metrics(store, "k")) == expected
 
 
@@ -181,7 +181,7 @@ def test_a_compactor_dying_after_its_commit_is_rolled_forward(tmp_path: Path) ->
     assert not report.committed and report.parts_published == len(manifest.parts)
     assert row_tuples(target.listed("metrics", "c")) == expected
     assert row_tuples(s3exp.metrics(store, "c")) == expected
-    assert list(store.list(_keys.pending_prefix("c"))) == []
+    assert list(store.list(keys.pending_prefix("c"))) == []
 
 
 
@@ -242,7 +242,7 @@ def test_concurrent_compactors_in_separate_processes_neither_lose_nor_duplicate(
     assert row_tuples(exact) == expected
     assert row_tuples(listed) == expected
     assert duplicates(listed) == 0
-    assert list(store.list(_keys.pending_prefix("cc"))) == []  # losers cleaned up
+    assert list(store.list(keys.pending_prefix("cc"))) == []  # losers cleaned up
     result_ids = target.listed("results", "cc").column("run_id").to_pylist()
     assert sorted(result_ids) == sorted(early + late)
 
@@ -254,7 +254,7 @@ def test_staged_shards_expire_after_the_retention_once_compacted_earlier(tmp_pat
     expected = expected_rows(runs)
     assert s3exp.compact(store, "x").shards_deleted == 0  # a week's retention by default
     assert s3exp.compact(store, "x", retention=timedelta(0)).shards_deleted == 4
-    assert list(store.list(_keys.staging_prefix("x"))) == []
+    assert list(store.list(keys.staging_prefix("x"))) == []
     assert row_tuples(s3exp.metrics(store, "x")) == expected
     assert row_tuples(target.listed("metrics", "x")) == expected
 
@@ -265,4 +265,4 @@ def test_shards_of_runs_compacted_by_this_call_are_kept_for_readers_of_the_old_m
     submit_and_drain(store, "y", 3)
     report = s3exp.compact(store, "y", retention=timedelta(0))
     assert report.committed and report.shards_deleted == 0
-    assert len(list(store.list(_keys.staging_prefix("y")))) == 3
+    assert len(list(store.list(keys.staging_prefix("y")))) == 3

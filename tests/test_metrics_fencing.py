@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import s3exp
-from s3exp.bucket import _keys
-from s3exp.stores._seaweed import SeaweedServer
+from s3exp.bucket import keys
+from s3exp.devserver._seaweed import SeaweedServer
 
 from ._metrics_workers import NAMES, values
 from .conftest import REPO, MakeS3Store
@@ -49,7 +49,7 @@ def test_rows_of_a_killed_attempt_are_fenced_out(seaweed: SeaweedServer,
         assert child.wait(30) == -signal.SIGKILL
     run_id = first["run_id"]
     assert first["attempt"] == 1
-    attempt1 = [m.key for m in store.list(f"{_keys.staging_prefix('fence')}{run_id}/0001/")]
+    attempt1 = [m.key for m in store.list(f"{keys.staging_prefix('fence')}{run_id}/0001/")]
     assert attempt1
     staged1 = sum(pq.read_table(io.BytesIO(store.get(k).data)).num_rows for k in attempt1)
     assert staged1 == 30 * len(NAMES)
@@ -85,5 +85,5 @@ def test_rows_of_a_killed_attempt_are_fenced_out(seaweed: SeaweedServer,
     (result,) = s3exp.results(store, "fence").to_pylist()
     assert (result["run_id"], result["attempt"]) == (run_id, 2)
     # Attempt 1's shards are kept in staging (for audit, until the retention passes).
-    assert [m.key for m in store.list(f"{_keys.staging_prefix('fence')}{run_id}/0001/")] == attempt1
-    assert list(store.list(f"{_keys.staging_prefix('fence')}{run_id}/0002/"))
+    assert [m.key for m in store.list(f"{keys.staging_prefix('fence')}{run_id}/0001/")] == attempt1
+    assert list(store.list(f"{keys.staging_prefix('fence')}{run_id}/0002/"))

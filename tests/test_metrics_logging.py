@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import s3exp
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
 from s3exp.core._errors import StoreError
 from s3exp.runs._agent import run_command
 from s3exp.stores import FileStore, MemoryStore, ObjectMeta, Store
@@ -42,9 +42,9 @@ def test_log_buffers_and_close_writes_one_shard_with_every_column() -> None:
     buf.log({"loss": 0.4})  # step defaults to the previous one + 1
     assert list(store.list("staging/")) == []  # nothing written by log itself
     buf.close()
-    keys = [m.key for m in store.list("staging/")]
-    assert keys == [_keys.shard("exp", "r1", 2, 0)] == ["staging/exp/r1/0002/000000.parquet"]
-    table = pq.read_table(io.BytesIO(store.get(keys[0]).data))
+    staged = [m.key for m in store.list("staging/")]
+    assert staged == [keys.shard("exp", "r1", 2, 0)] == ["staging/exp/r1/0002/000000.parquet"]
+    table = pq.read_table(io.BytesIO(store.get(staged[0]).data))
     assert table.schema.equals(SHARD_SCHEMA)
     rows = table.to_pylist()
     assert [(r["step"], r["name"], r["value"]) for r in rows] == [

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import s3exp
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
 from s3exp.cli import main
 from s3exp.stores import Blob, FileStore, Store
 from s3exp.tables._compaction import read_manifest
@@ -70,7 +70,7 @@ def listed_metric_rows(root: Path, exp: str) -> int:
 
 def wait_for_shard(store: Store, exp: str, run_id: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while not list(store.list(f"{_keys.staging_prefix(exp)}{run_id}/")):
+    while not list(store.list(f"{keys.staging_prefix(exp)}{run_id}/")):
         assert time.monotonic() < deadline, f"no shard of {run_id} was staged"
         time.sleep(0.05)
 
@@ -150,7 +150,7 @@ def test_a_finished_run_shows_its_winning_attempt_even_if_only_a_dead_one_logged
     s3exp.compact(store, "f")
     assert s3exp.metrics(store, "f").num_rows == 0
     assert listed_metric_rows(root, "f") == 0
-    assert [m.key for m in store.list("staging/")] == [_keys.shard("f", first["run_id"], 1, 0)]
+    assert [m.key for m in store.list("staging/")] == [keys.shard("f", first["run_id"], 1, 0)]
 
 
 def test_a_released_or_failed_attempt_is_not_shown_but_the_running_one_is(tmp_path: Path) -> None:
@@ -173,7 +173,7 @@ def test_a_released_or_failed_attempt_is_not_shown_but_the_running_one_is(tmp_pa
 
 def wait_for_shard_of_attempt(store: Store, exp: str, run_id: str, attempt: int) -> None:
     deadline = time.monotonic() + 60
-    prefix = f"{_keys.staging_prefix(exp)}{run_id}/{attempt:04d}/"
+    prefix = f"{keys.staging_prefix(exp)}{run_id}/{attempt:04d}/"
     while not list(store.list(prefix)):
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -220,7 +220,7 @@ class CompactsDuringTheRead(DelegatingStore):
 
     def get(self, key: str) -> Blob:
         blob = self.inner.get(key)
-        if key == _keys.manifest(self.exp) and not self.fired:
+        if key == keys.manifest(self.exp) and not self.fired:
             self.fired = True
             assert s3exp.compact(self.inner, self.exp).committed
         return blob
@@ -276,7 +276,7 @@ def test_compacted_rows_equal_the_staged_rows_in_every_column_across_boundaries(
     staged = every_column(s3exp.metrics(store, "g"))  # decoded in full from the shards
     assert len(staged) == sum((3 + 2 * i) * 5 for i in range(8))
     assert {r[6] for r in staged} == {"iris", "wine"} and {r[8] for r in staged} == {"wk-7"}
-    assert len(list(store.list(_keys.staging_prefix("g")))) > 8
+    assert len(list(store.list(keys.staging_prefix("g")))) > 8
 
     report = s3exp.compact(store, "g", part_rows=45)
     assert report.committed and report.rows == len(staged)

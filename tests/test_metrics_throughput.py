@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 import pytest
 
 import s3exp
-from s3exp.stores._seaweed import SeaweedServer
+from s3exp.devserver._seaweed import SeaweedServer
 from s3exp.tables._compaction import read_manifest
 
 from . import _metrics_workers

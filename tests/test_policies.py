@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
 from s3exp.bucket._policies import ROLES, Role, bucket_policy, policy
 from s3exp.cli import main
 from tests._cfn import REPO, load_template, render
@@ -96,20 +96,20 @@ def allowed(docs: list[dict[str, Any]], action: str, resource: str,
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
 # One key of every kind, as the library builds them.
 KEYS: dict[str, str] = {
-    "spec": _keys.spec("exp"),
-    "control": _keys.control("exp"),
-    "lease": _keys.lease("exp", "ds__m__r0"),
-    "result": _keys.result("exp", "ds__m__r0", 1),
-    "error": _keys.error("exp", "ds__m__r0", 3),
-    "interrupt": _keys.interrupt("exp", "ds__m__r0", 2),
-    "shard": _keys.shard("exp", "ds__m__r0", 1, 7),
-    "manifest": _keys.manifest("exp"),
-    "pending_part": _keys.pending_part("exp", "tok", 0),
-    "status_rollup": _keys.status_rollup("exp"),
-    "cost": _keys.cost("exp", "host-1-ab12cd"),
-    "metrics_part": _keys.table_part("metrics", "exp", 1, "tok", 0),
-    "results_part": _keys.table_part("results", "exp", 1, "tok", 0),
-    "athena_results": f"{_keys.ATHENA_RESULTS}2024/q-1234.csv",
+    "spec": keys.spec("exp"),
+    "control": keys.control("exp"),
+    "lease": keys.lease("exp", "ds__m__r0"),
+    "result": keys.result("exp", "ds__m__r0", 1),
+    "error": keys.error("exp", "ds__m__r0", 3),
+    "interrupt": keys.interrupt("exp", "ds__m__r0", 2),
+    "shard": keys.shard("exp", "ds__m__r0", 1, 7),
+    "manifest": keys.manifest("exp"),
+    "pending_part": keys.pending_part("exp", "tok", 0),
+    "status_rollup": keys.status_rollup("exp"),
+    "cost": keys.cost("exp", "host-1-ab12cd"),
+    "metrics_part": keys.table_part("metrics", "exp", 1, "tok", 0),
+    "results_part": keys.table_part("results", "exp", 1, "tok", 0),
+    "athena_results": f"{keys.ATHENA_RESULTS}2024/q-1234.csv",
 }
 CONDITIONS: dict[str, dict[str, str]] = {
     "blind": {},
@@ -153,7 +153,7 @@ FOREIGN_PREFIXES = ["team/other", "team/proj2", "team", "", "proj"]
 
 
 def test_every_kind_of_key_matches_its_own_glob_only() -> None:
-    globs = _keys.globs()
+    globs = keys.globs()
     assert set(globs) == set(KEYS)
     for kind, key in KEYS.items():
         matching = {k for k, g in globs.items() if _glob(g, key)}
@@ -279,7 +279,7 @@ def test_reads_are_limited_to_the_project() -> None:
 @pytest.mark.parametrize("role", ROLES)
 def test_listing_needs_a_prefix_inside_the_project(role: Role) -> None:
     docs = docs_for(role)
-    for inside in (f"{PREFIX}/", f"{PREFIX}/{_keys.runs_prefix('exp')}", f"{PREFIX}/{_keys.EXPERIMENTS}"):
+    for inside in (f"{PREFIX}/", f"{PREFIX}/{keys.runs_prefix('exp')}", f"{PREFIX}/{keys.EXPERIMENTS}"):
         assert allowed(docs, "s3:ListBucket", BUCKET_ARN, {"s3:prefix": inside}), inside
     # S3 answers 404 (not 403) for a missing key when ListBucket allows s3:prefix = the key.
     assert allowed(docs, "s3:ListBucket", BUCKET_ARN, {"s3:prefix": f"{PREFIX}/{KEYS['control']}"})

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import s3exp
-from s3exp.stores._seaweed import SeaweedServer
+from s3exp.devserver._seaweed import SeaweedServer
 
 from .conftest import AWS_ENV, REPO, unique_bucket
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import s3exp
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
 from s3exp.core._timers import call_later
 from s3exp.runs._lease_keeper import _Heartbeat
 from s3exp.stores import FileStore
@@ -72,7 +72,7 @@ def test_short_runs_start_no_thread_and_write_one_shard_each(tmp_path: Path,
     assert len(buffers) == 20
     assert [n for n in started if n.startswith(("s3exp-heartbeat", "s3exp-metrics"))] == []
     assert all(b._thread is None and b.shards_written == 1 for b in buffers)
-    shards = [m.key for m in store.list(_keys.staging_prefix("t"))]
+    shards = [m.key for m in store.list(keys.staging_prefix("t"))]
     assert len(shards) == 20
 
 
@@ -103,7 +103,7 @@ def test_a_long_run_still_gets_its_heartbeat_and_flusher(tmp_path: Path,
             run.complete({})
         assert not flusher.is_alive()
     assert beats == [1]  # one heartbeat thread for the run
-    lease = json.loads(store.get(_keys.lease("t", run.run_id)).data)
+    lease = json.loads(store.get(keys.lease("t", run.run_id)).data)
     assert lease["renewals"] >= 2
 
 

@@ -65,8 +65,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from s3exp.bucket import _keys
-from s3exp.core._errors import AlreadyExists
+from s3exp.bucket import keys
+from s3exp.core import AlreadyExists
 from s3exp.stores import Store
 
 STALE_MARGIN = 2.0
@@ -96,7 +96,7 @@ def seal(store: Store, exp: str, run_id: str, attempt: int) -> bool:
     attempt committed a result first, so the run is done and its lease must be left alone.
     Raises the store's errors (Unavailable: unknown, so move nothing).
     """
-    key = _keys.result(exp, run_id, attempt)
+    key = keys.result(exp, run_id, attempt)
     try:
         store.put_if_absent(key, b"")
         return True

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
 from s3exp.stores import ObjectMeta, Store
 
 __all__ = ["RunListing", "RunObjects", "list_runs", "parse_listing"]
@@ -52,7 +52,7 @@ class RunListing:
 
 
 def parse_listing(exp: str, metas: list[ObjectMeta], server_now: datetime) -> RunListing:
-    prefix = _keys.runs_prefix(exp)
+    prefix = keys.runs_prefix(exp)
     runs: dict[str, RunObjects] = {}
     for m in metas:
         rest = m.key[len(prefix):]
@@ -80,4 +80,4 @@ def parse_listing(exp: str, metas: list[ObjectMeta], server_now: datetime) -> Ru
 
 def list_runs(store: Store, exp: str) -> RunListing:
     """LIST every object of ``exp``'s runs (one request per 1,000 keys) and group them."""
-    return parse_listing(exp, list(store.list(_keys.runs_prefix(exp))), store.server_time())
+    return parse_listing(exp, list(store.list(keys.runs_prefix(exp))), store.server_time())

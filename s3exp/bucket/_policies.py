@@ -1,7 +1,7 @@
 """Least-privilege IAM policy documents for the people and functions that use one project.
 
 A project is a bucket and a prefix (``s3://bucket/prefix``).  Each role gets exactly the
-key kinds of :func:`s3exp.bucket._keys.globs` that it reads and writes:
+key kinds of :func:`s3exp.bucket.keys.globs` that it reads and writes:
 
 ============  ==========================================================================
 worker        reads specs, control and run state; writes leases, results, error and
@@ -46,14 +46,14 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
 
 __all__ = ["ROLES", "Role", "bucket_policy", "policy"]
 
 Role = Literal["worker", "submitter", "analyst", "compactor", "reader"]
 ROLES: tuple[Role, ...] = get_args(Role)
 
-# Key kinds (names of _keys.globs()) by how they are written.
+# Key kinds (names of keys.globs()) by how they are written.
 CREATE_ONLY = ("spec", "result", "error", "interrupt", "shard", "pending_part",
                "metrics_part", "results_part")
 COMPARE_AND_SWAP = ("control", "lease", "manifest", "status_rollup", "cost")
@@ -90,14 +90,14 @@ _ATHENA_OUTPUT = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUp
 
 
 def _state_kinds() -> list[str]:
-    return [k for k in _keys.globs() if k != "athena_results"]
+    return [k for k in keys.globs() if k != "athena_results"]
 
 
 def _top_prefixes() -> list[str]:
     """``experiments/``, ``runs/``, ...: every top-level prefix s3exp keeps state in."""
     out: list[str] = []
     for kind in _state_kinds():
-        top = _keys.globs()[kind].split("/", 1)[0] + "/"
+        top = keys.globs()[kind].split("/", 1)[0] + "/"
         if top not in out:
             out.append(top)
     return out
@@ -112,7 +112,7 @@ class _Project:
         return f"{self.bucket_arn}/{self.root}{pattern}"
 
     def kinds(self, kinds: tuple[str, ...] | list[str]) -> list[str]:
-        globs = _keys.globs()
+        globs = keys.globs()
         return [self.arn(globs[k]) for k in kinds]
 
     def list_statement(self) -> dict[str, Any]:
@@ -160,7 +160,7 @@ def policy(
     reads = _READS[role]
     readable = p.kinds(_state_kinds() if reads is None else reads)
     if role == "analyst":  # GetQueryResults reads Athena's output with the caller's rights
-        readable.append(p.arn(_keys.globs()["athena_results"]))
+        readable.append(p.arn(keys.globs()["athena_results"]))
     statements: list[dict[str, Any]] = [
         {"Sid": "ReadProject", "Effect": "Allow", "Action": "s3:GetObject", "Resource": readable},
         p.list_statement(),
@@ -191,7 +191,7 @@ def policy(
              "Resource": [f"{glue}:catalog", f"{glue}:database/{glue_database}",
                           f"{glue}:table/{glue_database}/*"]},
             {"Sid": "AthenaOutput", "Effect": "Allow", "Action": _ATHENA_OUTPUT,
-             "Resource": p.arn(_keys.globs()["athena_results"])},
+             "Resource": p.arn(keys.globs()["athena_results"])},
             {"Sid": "AthenaOutputBucket", "Effect": "Allow",
              "Action": ["s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
              "Resource": p.bucket_arn},

@@ -6,7 +6,7 @@ an object, lacks a field, has a field of the wrong type, or carries a format tag
 version does not know raises :class:`~s3exp.DamagedObject` naming the key (bodies
 written before the tags existed have none, and are read as version 1)::
 
-    record          key (s3exp.bucket._keys)                   format tag
+    record          key (s3exp.bucket.keys)                   format tag
     SpecRecord      experiments/<exp>.json                     s3exp.spec/1
     Lease           runs/<exp>/<run>/lease.json                s3exp.lease/1
     ResultRecord    runs/<exp>/<run>/result-<NNNN>.json        s3exp.result/1  (empty: a seal)
@@ -34,8 +34,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
-from s3exp.core._errors import DamagedObject
-from s3exp.core._names import safe_name
+from s3exp.core import DamagedObject, safe_name
 
 __all__ = [
     "AttemptRecord",

@@ -26,7 +26,7 @@ from s3exp.cli._operate import Cancel, Pause, Reset, Resume
 from s3exp.cli._status import Status
 from s3exp.cli._tables import Compact, Query, Results
 from s3exp.cli._worker import WorkerCommand
-from s3exp.core._errors import (
+from s3exp.core import (
     ConfigError,
     DamagedObject,
     Interrupted,

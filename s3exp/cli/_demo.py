@@ -18,10 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from s3exp.core._errors import ConfigError
-from s3exp.ops._status import experiment_status, render_status
-from s3exp.specs._experiments import submit
-from s3exp.specs._loading import parse_spec
+from s3exp.core import ConfigError
+from s3exp.ops import experiment_status, render_status
+from s3exp.specs import parse_spec, submit
 from s3exp.stores import open_store
 
 __all__ = ["DEMO_SPEC", "ascii_chart", "run_demo", "train_one"]
@@ -121,7 +120,7 @@ def train_one(dataset: str, model: str, params: dict[str, Any], seed: int,
 def _worker_main(url: str, endpoint_url: str | None) -> None:
     import warnings
 
-    from s3exp.runs._worker import Worker
+    from s3exp.runs import Worker
 
     warnings.filterwarnings("ignore", module="sklearn")  # convergence chatter on toy data
     store = open_store(url, endpoint_url=endpoint_url)
@@ -255,8 +254,8 @@ def run_demo(url: str, *, processes: int = 3, runs_per_pair: int = 3,
     print("\n")
     print(render_status(experiment_status(store, "demo")))
 
-    from s3exp.ops._compact import compact_and_record
-    from s3exp.tables._reading import metrics, results
+    from s3exp.ops import compact_and_record
+    from s3exp.tables import metrics, results
 
     report = compact_and_record(store, "demo")
     print(f"\ncompacted: {report.runs_compacted} runs, {report.rows} metric rows from "
@@ -281,7 +280,7 @@ def run_demo(url: str, *, processes: int = 3, runs_per_pair: int = 3,
 
 
 def _progress(store: Any, total: int, elapsed: float) -> None:
-    from s3exp.bucket._listing import list_runs
+    from s3exp.bucket import list_runs
 
     listing = list_runs(store, "demo")
     done = sum(1 for objs in listing.runs.values() if objs.result is not None)

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from s3exp.cli._command import Command
-from s3exp.specs._loading import load_spec
-from s3exp.specs._models import ExperimentSpec
+from s3exp.specs import ExperimentSpec, load_spec
 
 __all__ = ["ListExperiments", "Show", "Submit"]
 

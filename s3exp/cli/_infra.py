@@ -8,7 +8,7 @@ import json
 
 from s3exp.cli._command import Command
 from s3exp.cli._options import StoreOptions
-from s3exp.core._errors import ConfigError
+from s3exp.core import ConfigError
 
 __all__ = ["Infra", "InfraPolicy"]
 
@@ -28,7 +28,7 @@ class InfraPolicy(Command):
     store = POLICY_STORE
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        from s3exp.bucket._policies import ROLES
+        from s3exp.bucket import ROLES
 
         parser.add_argument("--role", required=True, choices=ROLES,
                             help="worker, submitter, analyst, compactor, or reader (read-only)")
@@ -46,7 +46,7 @@ class InfraPolicy(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from s3exp import S3Store
-        from s3exp.bucket._policies import policy
+        from s3exp.bucket import policy
 
         url = POLICY_STORE.url(args)
         if not url.lower().startswith("s3://"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from s3exp.cli._command import Command
 from s3exp.cli._options import StoreOptions, port, positive_int
-from s3exp.core._errors import ConfigError
+from s3exp.core import ConfigError
 
 __all__ = ["Demo", "DevServer", "Serve"]
 
@@ -55,7 +55,7 @@ class DevServer(Command):
         parser.add_argument("--prefix", default="", help="key prefix for S3EXP_STORE (default: none)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from s3exp.stores._seaweed import SeaweedServer, load_or_make_credentials
+        from s3exp.devserver import SeaweedServer, load_or_make_credentials
 
         data_dir = Path(args.dir).absolute()
         creds = load_or_make_credentials(data_dir)
@@ -100,7 +100,7 @@ class Serve(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from s3exp import list_experiments
-        from s3exp.serving._server import make_server
+        from s3exp.serving import make_server
 
         store = self.open_store(args)
         list_experiments(store)  # a wrong URL or credential fails here, in one line

@@ -8,10 +8,10 @@ import argparse
 from typing import TYPE_CHECKING, ClassVar
 
 from s3exp.cli._command import Command
-from s3exp.core._errors import ConfigError
+from s3exp.core import ConfigError
 
 if TYPE_CHECKING:
-    from s3exp.bucket._records import ControlState as Control
+    from s3exp.bucket import ControlState as Control
 
 __all__ = ["Cancel", "Pause", "Reset", "Resume"]
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from s3exp.core._errors import ConfigError
+from s3exp.core import ConfigError
 
 if TYPE_CHECKING:
     from s3exp.stores import Store

@@ -27,14 +27,14 @@ class Status(Command):
                                  "old, are not in yet)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from s3exp.ops._status import experiment_status, render_status
+        from s3exp.ops import experiment_status, render_status
 
         store = self.open_store(args)
         st = experiment_status(store, args.experiment)
         if not args.cost:
             print(json.dumps(st.to_dict(), indent=1) if args.json else render_status(st))
             return 0
-        from s3exp.ops._costs import read_costs, render_costs
+        from s3exp.ops import read_costs, render_costs
 
         costs = read_costs(store, args.experiment, st.counts["done"] + st.counts["failed"])
         if args.json:

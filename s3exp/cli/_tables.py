@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from s3exp.cli._command import Command
-from s3exp.core._errors import ConfigError
+from s3exp.core import ConfigError
 
 __all__ = ["Compact", "Query", "Results"]
 
@@ -49,7 +49,7 @@ class Results(Command):
             _write_output(out, lambda path: pq.write_table(table, path))
             print(f"wrote {table.num_rows} rows to {out}", file=sys.stderr)
             return 0
-        from s3exp.tables._formats import format_table
+        from s3exp.tables import format_table
 
         text = format_table(table, args.format)
         if args.output:
@@ -71,7 +71,7 @@ class Compact(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from s3exp import list_experiments
-        from s3exp.ops._compact import compact_and_record
+        from s3exp.ops import compact_and_record
 
         store = self.open_store(args)
         names = args.experiments or list_experiments(store)
@@ -98,7 +98,7 @@ class Query(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from s3exp import query
-        from s3exp.tables._formats import format_table
+        from s3exp.tables import format_table
 
         table = query(self.open_store(args), args.sql, experiments=args.experiment or None)
         sys.stdout.write(format_table(table, args.format))

@@ -10,7 +10,7 @@ import sys
 
 from s3exp.cli._command import Command
 from s3exp.cli._options import non_negative_float, positive_int
-from s3exp.core._errors import ConfigError
+from s3exp.core import ConfigError
 
 __all__ = ["WorkerCommand"]
 
@@ -57,7 +57,7 @@ class WorkerCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from s3exp import Worker
-        from s3exp.runs._agent import check_template, run_command
+        from s3exp.runs import check_template, run_command
 
         template = list(args.template)
         if not template:
@@ -72,7 +72,7 @@ class WorkerCommand(Command):
             for name in args.experiments:
                 check_template(template, expand(load_experiment(store, name)))
             if args.worker_id:
-                from s3exp.ops._costs import check_meter_id
+                from s3exp.ops import check_meter_id
 
                 check_meter_id(f"{args.worker_id}-{args.processes}")  # the longest one made
             return _fan_out(args)

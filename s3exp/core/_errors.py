@@ -23,8 +23,9 @@ Every error s3exp raises on purpose derives from :class:`S3ExpError`::
                                Exception`` in training code does not swallow it)
 
 Store errors translated from botocore keep the original exception as ``__cause__``.
-The CLI prints ``str(error)`` as one line and exits with status 2 for every S3ExpError
-that is the user's to fix (SpecError, ConfigError, SpecConflict, NotFoundError).
+The CLI prints ``str(error)`` as one line and exits with 2 for what the user must fix
+(SpecError, ConfigError, SpecConflict, NotFoundError), 3 when the store is unreachable or
+refused the request (the other StoreErrors), and 4 for DamagedObject.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class _Scheduler:
             except Exception as e:  # noqa: BLE001 - one bad callback must not stop the others
                 log.exception("timer callback failed: %r", e)
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         # The child has no timer thread; pending timers belong to the parent's runs.
         self._cond = threading.Condition(threading.Lock())
         self._heap = []
@@ -105,7 +105,7 @@ class _Scheduler:
 
 _scheduler = _Scheduler()
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_scheduler._after_fork)
+    os.register_at_fork(after_in_child=_scheduler.after_fork)
 
 
 def call_later(delay: float, fn: Callable[[], None]) -> Timer:

@@ -8,12 +8,11 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from s3exp.core._errors import S3ExpError
+from s3exp.core import S3ExpError
 from s3exp.ops._costs import record_requests
 from s3exp.ops._rollup import write_status_rollup
 from s3exp.stores import Store
-from s3exp.tables._compaction import CompactionReport, compact_tables
-from s3exp.tables._housekeeping import ORPHAN_AGE
+from s3exp.tables import ORPHAN_AGE, CompactionReport, compact_tables
 
 __all__ = ["compact", "compact_and_record"]
 

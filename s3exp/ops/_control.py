@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from s3exp.bucket import _keys
-from s3exp.bucket._records import ControlRecord, ControlState
-from s3exp.core._errors import AlreadyExists, Conflict, ObjectNotFound
-from s3exp.specs._experiments import load_experiment
+from s3exp.bucket import ControlRecord, ControlState, keys
+from s3exp.core import AlreadyExists, Conflict, ObjectNotFound
+from s3exp.specs import load_experiment
 from s3exp.stores import Store
 
 __all__ = ["Control", "ControlState", "read_control", "set_control"]
@@ -29,7 +28,7 @@ class Control:
 def read_control(store: Store, exp: str) -> Control:
     """One GET; ``active`` when the object does not exist.  A damaged control object
     raises DamagedObject."""
-    key = _keys.control(exp)
+    key = keys.control(exp)
     try:
         blob = store.get(key)
     except ObjectNotFound:
@@ -45,9 +44,9 @@ def set_control(store: Store, exp: str, state: ControlState) -> str:
         current = read_control(store, exp)
         try:
             if current.etag is None:
-                store.put_if_absent(_keys.control(exp), body)
+                store.put_if_absent(keys.control(exp), body)
             else:
-                store.put_if_match(_keys.control(exp), body, current.etag)
+                store.put_if_match(keys.control(exp), body, current.etag)
             return current.state
         except (AlreadyExists, Conflict):
             continue  # another operator moved first; read again

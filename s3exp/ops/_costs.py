@@ -30,17 +30,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from s3exp.bucket import _keys
-from s3exp.bucket._records import CostRecord
-from s3exp.core._errors import (
+from s3exp.bucket import CostRecord, keys
+from s3exp.core import (
     AlreadyExists,
     ConfigError,
     Conflict,
     DamagedObject,
     ObjectNotFound,
     StoreError,
+    name_problem,
 )
-from s3exp.core._names import name_problem
 from s3exp.stores import Store
 
 __all__ = [
@@ -122,7 +121,7 @@ class CostMeter:
         self.role = role
         self.interval = interval
         self.served = list(served) or [experiment]
-        self.key = _keys.cost(experiment, meter_id)
+        self.key = keys.cost(experiment, meter_id)
         self._lock = threading.Lock()
         # What is accounted for, or not ours: the store's counts when the meter's owner
         # started (``baseline``), else now.
@@ -160,7 +159,7 @@ class CostMeter:
                     else:
                         meta = self.store.put_if_match(self.key, body, self._etag)
                 except (AlreadyExists, Conflict):
-                    self._reload()  # another writer under this id: add to what it wrote
+                    self.reload()  # another writer under this id: add to what it wrote
                     continue
                 self._etag, self._stored = meta.etag, total
                 self._recorded = _add(now, {"PUT": 1})
@@ -169,7 +168,8 @@ class CostMeter:
             raise StoreError(f"could not record the request counts in {self.key!r}: "
                              "it kept changing under us", self.key)
 
-    def _reload(self) -> None:
+    def reload(self) -> None:
+        """Read the stored record (what a write must add to), or nothing if none exists."""
         try:
             blob = self.store.get(self.key)
         except ObjectNotFound:
@@ -189,7 +189,7 @@ def record_requests(store: Store, experiment: str, baseline: Mapping[str, int], 
     the record ``meter_id`` of ``experiment``, once: what a compaction costs.  The record
     usually exists, so it is read first (GET) and swapped (PUT), two requests."""
     meter = CostMeter(store, experiment, meter_id, role=role, baseline=baseline)
-    meter._reload()
+    meter.reload()
     meter.flush()
 
 
@@ -213,7 +213,7 @@ def read_costs(store: Store, exp: str, finished_runs: int) -> CostReport:
     """Sum the cost records of ``exp``: one LIST of ``costs/<exp>/`` and one GET each."""
     total: dict[str, int] = {}
     meters: list[dict[str, Any]] = []
-    for meta in store.list(_keys.costs_prefix(exp)):
+    for meta in store.list(keys.costs_prefix(exp)):
         try:
             record = CostRecord.from_bytes(store.get(meta.key).data, meta.key)
         except ObjectNotFound:

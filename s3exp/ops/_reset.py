@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from s3exp.bucket import _keys
-from s3exp.bucket._leases import is_stale, seal
-from s3exp.bucket._listing import list_runs
-from s3exp.bucket._records import Lease
-from s3exp.core._errors import Conflict, NotFoundError, ObjectNotFound
-from s3exp.specs._expansion import expand
-from s3exp.specs._experiments import load_experiment
+from s3exp.bucket import Lease, is_stale, keys, list_runs, seal
+from s3exp.core import Conflict, NotFoundError, ObjectNotFound
+from s3exp.specs import expand, load_experiment
 from s3exp.stores import Store
 
 __all__ = ["reset_runs"]
@@ -51,7 +47,7 @@ def reset_runs(store: Store, exp: str, *, failed: bool = False, interrupted: boo
         if not (explicit or failed or interrupted):
             continue
         try:
-            blob = store.get(_keys.lease(exp, rid))
+            blob = store.get(keys.lease(exp, rid))
         except ObjectNotFound:
             continue
         lease = Lease.from_bytes(blob.data, blob.meta.key)
@@ -68,7 +64,7 @@ def reset_runs(store: Store, exp: str, *, failed: bool = False, interrupted: boo
             continue
         new = lease.reset(spec.max_attempts)
         try:
-            store.put_if_match(_keys.lease(exp, rid), new.to_bytes(), blob.etag)
+            store.put_if_match(keys.lease(exp, rid), new.to_bytes(), blob.etag)
             done.append(rid)
         except Conflict:
             skipped[rid] = "changed while resetting; try again"

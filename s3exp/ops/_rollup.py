@@ -6,13 +6,10 @@ compaction has just read; read by whoever wants the status without listing the r
 
 from __future__ import annotations
 
-from s3exp.bucket import _keys
-from s3exp.bucket._listing import RunListing
-from s3exp.bucket._records import ExperimentStatus
-from s3exp.core._errors import AlreadyExists, Conflict, NotFoundError, ObjectNotFound
+from s3exp.bucket import ExperimentStatus, RunListing, keys
+from s3exp.core import AlreadyExists, Conflict, NotFoundError, ObjectNotFound
 from s3exp.ops._status import compute_status
-from s3exp.specs._experiments import load_experiment
-from s3exp.specs._models import ExperimentSpec
+from s3exp.specs import ExperimentSpec, load_experiment
 from s3exp.stores import Store
 
 __all__ = ["read_status_rollup", "write_status_rollup"]
@@ -25,7 +22,7 @@ def write_status_rollup(store: Store, exp: str, *, spec: ExperimentSpec | None =
     listing of the runs it has just read (saving a GET and a LIST of every run)."""
     st = compute_status(store, spec or load_experiment(store, exp), listing)
     body = st.to_bytes()
-    key = _keys.status_rollup(exp)
+    key = keys.status_rollup(exp)
     for _ in range(3):
         try:
             try:
@@ -42,7 +39,7 @@ def write_status_rollup(store: Store, exp: str, *, spec: ExperimentSpec | None =
 
 def read_status_rollup(store: Store, exp: str) -> ExperimentStatus:
     """The status as of the last compaction (one GET); NotFoundError if none was written."""
-    key = _keys.status_rollup(exp)
+    key = keys.status_rollup(exp)
     try:
         blob = store.get(key)
     except ObjectNotFound:

@@ -10,15 +10,19 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from s3exp.bucket import _keys
-from s3exp.bucket._leases import is_stale
-from s3exp.bucket._listing import RunListing, list_runs
-from s3exp.bucket._records import AttemptRecord, ExperimentStatus, Lease, PairStatus
-from s3exp.core._errors import ObjectNotFound
+from s3exp.bucket import (
+    AttemptRecord,
+    ExperimentStatus,
+    Lease,
+    PairStatus,
+    RunListing,
+    is_stale,
+    keys,
+    list_runs,
+)
+from s3exp.core import ObjectNotFound
 from s3exp.ops._control import read_control
-from s3exp.specs._expansion import RunSlot, expand
-from s3exp.specs._experiments import load_experiment
-from s3exp.specs._models import ExperimentSpec
+from s3exp.specs import ExperimentSpec, RunSlot, expand, load_experiment
 from s3exp.stores import Store
 
 __all__ = ["STATES", "ExperimentStatus", "compute_status", "experiment_status", "render_status",
@@ -44,7 +48,7 @@ def run_states(store: Store, spec: ExperimentSpec, listing: RunListing | None = 
         elif objs.lease is None:
             states[slot.run_id] = "pending"
         else:
-            key = _keys.lease(exp, slot.run_id)
+            key = keys.lease(exp, slot.run_id)
             try:
                 lease = Lease.from_bytes(store.get(key).data, key)
             except ObjectNotFound:

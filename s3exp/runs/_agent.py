@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from s3exp.core._errors import ConfigError
+from s3exp.core import ConfigError
 from s3exp.runs._child import parse_metric_line
 from s3exp.runs._run import Run
-from s3exp.specs._expansion import RunSlot
+from s3exp.specs import RunSlot
 
 __all__ = ["FIXED_FIELDS", "check_template", "fill_template", "run_command"]
 

@@ -22,8 +22,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from s3exp.core._errors import S3ExpError
-from s3exp.tables._buffer import coerce_metrics
+from s3exp.core import S3ExpError
+from s3exp.tables import coerce_metrics
 
 __all__ = ["ChildRun", "current_run", "parse_metric_line"]
 

@@ -30,15 +30,20 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from s3exp.bucket import _keys
-from s3exp.bucket._leases import is_stale, seal
-from s3exp.bucket._listing import RunListing, list_runs
-from s3exp.bucket._records import AttemptRecord, Lease, WorkerIdentity
-from s3exp.core._clock import Clock
-from s3exp.core._errors import AlreadyExists, Conflict, ObjectNotFound
-from s3exp.ops._control import ControlState, read_control
-from s3exp.specs._expansion import RunSlot, expand
-from s3exp.specs._models import ExperimentSpec
+from s3exp.bucket import (
+    AttemptRecord,
+    ControlState,
+    Lease,
+    RunListing,
+    WorkerIdentity,
+    is_stale,
+    keys,
+    list_runs,
+    seal,
+)
+from s3exp.core import AlreadyExists, Clock, Conflict, ObjectNotFound
+from s3exp.ops import read_control
+from s3exp.specs import ExperimentSpec, RunSlot, expand
 from s3exp.stores import ObjectMeta, Store
 
 __all__ = ["Claim", "Claimer"]
@@ -207,7 +212,7 @@ class Claimer:
                                 self.spec.max_attempts, self.clock.now())
             sent = self.clock.monotonic()
             try:
-                meta = self.store.put_if_absent(_keys.lease(self.exp, slot.run_id), lease.to_bytes())
+                meta = self.store.put_if_absent(keys.lease(self.exp, slot.run_id), lease.to_bytes())
             except AlreadyExists:
                 self.losses += 1
                 self._jump()
@@ -245,7 +250,7 @@ class Claimer:
 
     def _read_lease(self, run_id: str) -> tuple[Lease, ObjectMeta] | None:
         try:
-            blob = self.store.get(_keys.lease(self.exp, run_id))
+            blob = self.store.get(keys.lease(self.exp, run_id))
         except ObjectNotFound:
             return None
         cached = self._lease_cache.get(run_id)
@@ -287,7 +292,7 @@ class Claimer:
               claim: bool = True) -> Claim | None:
         sent = self.clock.monotonic()
         try:
-            written = self.store.put_if_match(_keys.lease(self.exp, run_id), new.to_bytes(), meta.etag)
+            written = self.store.put_if_match(keys.lease(self.exp, run_id), new.to_bytes(), meta.etag)
         except Conflict:
             return None  # another worker moved first: exactly one taker wins
         self._lease_cache[run_id] = (written.etag, new)
@@ -299,6 +304,6 @@ class Claimer:
                                       f"(pid {dead.worker.pid}) stopped renewing it; taken over by "
                                       f"{self.identity.id}").to_bytes()
         try:
-            self.store.put_if_absent(_keys.error(self.exp, dead.run_id, dead.attempt), body)
+            self.store.put_if_absent(keys.error(self.exp, dead.run_id, dead.attempt), body)
         except AlreadyExists:
             pass  # the dead worker wrote its own error record before it went quiet

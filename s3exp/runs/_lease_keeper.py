@@ -17,12 +17,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from s3exp.bucket import _keys
-from s3exp.bucket._leases import heartbeat_interval
-from s3exp.bucket._records import Lease
-from s3exp.core._clock import Clock
-from s3exp.core._errors import Conflict, LeaseLost, StoreError
-from s3exp.core._timers import Timer, call_later
+from s3exp.bucket import Lease, heartbeat_interval, keys
+from s3exp.core import Clock, Conflict, LeaseLost, StoreError, Timer, call_later
 from s3exp.runs._claims import Claim
 from s3exp.stores import ObjectMeta, Store
 
@@ -39,7 +35,7 @@ class LeaseKeeper:
         self.clock = clock
         self.lease: Lease = claim.lease
         self.meta: ObjectMeta = claim.meta
-        self.key = _keys.lease(claim.lease.experiment, claim.lease.run_id)
+        self.key = keys.lease(claim.lease.experiment, claim.lease.run_id)
         self.lock = threading.RLock()
         self.lost = threading.Event()
         self.ended = False

@@ -12,9 +12,8 @@ from __future__ import annotations
 import contextlib
 from datetime import datetime
 
-from s3exp.bucket import _keys
-from s3exp.bucket._records import AttemptRecord, ResultRecord
-from s3exp.core._errors import AlreadyExists, LeaseLost, RunAlreadyCompleted, StoreError
+from s3exp.bucket import AttemptRecord, ResultRecord, keys
+from s3exp.core import AlreadyExists, LeaseLost, RunAlreadyCompleted, StoreError
 from s3exp.runs._lease_keeper import LeaseKeeper
 from s3exp.stores import Store
 
@@ -25,7 +24,7 @@ def commit(store: Store, keeper: LeaseKeeper, record: ResultRecord) -> None:
     """Create this attempt's result.  LeaseLost if the attempt was sealed (nothing
     counts); RunAlreadyCompleted for another writer's result under this attempt's key,
     which the protocol never produces."""
-    key = _keys.result(record.experiment, record.run_id, record.attempt)
+    key = keys.result(record.experiment, record.run_id, record.attempt)
     try:
         store.put_if_absent(key, record.to_bytes())
     except AlreadyExists:
@@ -51,7 +50,7 @@ def record_failure(store: Store, keeper: LeaseKeeper, error: str, kind: str, now
     ``failed`` once the budget is spent.  A lost lease is left alone."""
     lease = keeper.lease
     with contextlib.suppress(AlreadyExists):  # a retried upload, or the taker's record
-        store.put_if_absent(_keys.error(lease.experiment, lease.run_id, lease.attempt),
+        store.put_if_absent(keys.error(lease.experiment, lease.run_id, lease.attempt),
                             AttemptRecord.of("error", lease, now, reason=kind, error=error).to_bytes())
     spent = lease.failures + 1 >= lease.budget
     with contextlib.suppress(LeaseLost):
@@ -63,7 +62,7 @@ def record_interrupt(store: Store, keeper: LeaseKeeper, reason: str, now: dateti
     ``interrupted``, so that another worker takes the run up at once."""
     lease = keeper.lease
     with contextlib.suppress(AlreadyExists):
-        store.put_if_absent(_keys.interrupt(lease.experiment, lease.run_id, lease.attempt),
+        store.put_if_absent(keys.interrupt(lease.experiment, lease.run_id, lease.attempt),
                             AttemptRecord.of("interrupt", lease, now, reason=reason).to_bytes())
     with contextlib.suppress(LeaseLost):
         keeper.write(lease.with_state("interrupted", note=reason))

@@ -21,9 +21,9 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from s3exp.bucket._records import Lease, ResultRecord
-from s3exp.core._clock import Clock
-from s3exp.core._errors import (
+from s3exp.bucket import Lease, ResultRecord
+from s3exp.core import (
+    Clock,
     Interrupted,
     LeaseLost,
     RunAlreadyCompleted,
@@ -37,8 +37,7 @@ from s3exp.runs._lease_keeper import LeaseKeeper
 from s3exp.runs._outcomes import commit, record_failure, record_interrupt
 from s3exp.runs._provenance import provenance
 from s3exp.stores import Store
-from s3exp.tables._buffer import MetricBuffer
-from s3exp.tables._schema import AttemptIdentity
+from s3exp.tables import AttemptIdentity, MetricBuffer
 
 __all__ = ["Run"]
 

@@ -28,16 +28,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from s3exp.bucket._records import WorkerIdentity
-from s3exp.core._clock import Clock, SystemClock
-from s3exp.core._errors import Interrupted, S3ExpError
-from s3exp.ops._control import read_control
-from s3exp.ops._costs import CostMeter, check_meter_id
+from s3exp.bucket import WorkerIdentity
+from s3exp.core import Clock, Interrupted, S3ExpError, SystemClock
+from s3exp.ops import CostMeter, check_meter_id, read_control
 from s3exp.runs._claims import Claimer
 from s3exp.runs._hooks import Outcome
 from s3exp.runs._run import Run
-from s3exp.specs._expansion import RunSlot
-from s3exp.specs._experiments import load_experiment
+from s3exp.specs import RunSlot, load_experiment
 from s3exp.stores import Store, open_store
 
 __all__ = ["Run", "Worker", "WorkerStats"]

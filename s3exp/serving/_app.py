@@ -24,14 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from s3exp.core._errors import NotFoundError
-from s3exp.core._names import name_problem
-from s3exp.ops._status import STATES, ExperimentStatus, experiment_status
-from s3exp.specs._experiments import list_experiments, load_experiment
-from s3exp.specs._models import ExperimentSpec
+from s3exp.core import NotFoundError, name_problem
+from s3exp.ops import STATES, ExperimentStatus, experiment_status
+from s3exp.specs import ExperimentSpec, list_experiments, load_experiment
 from s3exp.stores import Store
-from s3exp.tables._formats import format_table
-from s3exp.tables._reading import results
+from s3exp.tables import format_table, results
 
 __all__ = ["HttpRequest", "HttpResponse", "status_app"]
 

@@ -14,12 +14,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
-from s3exp.bucket import _keys
-from s3exp.core._errors import NotFoundError
-from s3exp.core._names import name_problem
-from s3exp.ops._compact import compact_and_record
+from s3exp.bucket import keys
+from s3exp.core import NotFoundError, name_problem
+from s3exp.ops import compact_and_record
 from s3exp.serving._app import HttpRequest
-from s3exp.specs._experiments import list_experiments
+from s3exp.specs import list_experiments
 from s3exp.stores import S3Store, Store
 
 __all__ = ["CompactRequest", "CompactSummary", "compact_for_request", "parse_compact_event",
@@ -62,7 +61,7 @@ def parse_compact_event(event: Mapping[str, Any], store: Store) -> CompactReques
     experiment are counted in ``ignored_records`` and otherwise ignored.
     """
     bucket, prefix = _location(store)
-    staging = f"{prefix}{_keys.STAGING}"
+    staging = f"{prefix}{keys.STAGING}"
     if event.get("detail-type") == "Scheduled Event" or event.get("source") == "aws.events":
         return CompactRequest("schedule", None)
     pairs: list[tuple[str, str]] = []  # (bucket, key)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from s3exp.core._errors import SpecError
+from s3exp.core import SpecError
 from s3exp.specs._distributions import Param
 from s3exp.specs._models import ExperimentSpec
 

@@ -12,17 +12,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from s3exp._version import __version__
-from s3exp.bucket import _keys
-from s3exp.bucket._records import SpecRecord
-from s3exp.core._errors import (
+from s3exp.bucket import SpecRecord, keys
+from s3exp.core import (
     AlreadyExists,
     DamagedObject,
     NotFoundError,
     ObjectNotFound,
     SpecConflict,
     SpecError,
+    name_problem,
 )
-from s3exp.core._names import name_problem
 from s3exp.specs._expansion import count_runs
 from s3exp.specs._loading import parse_spec
 from s3exp.specs._models import ExperimentSpec, canonical_json
@@ -76,7 +75,7 @@ def submit(store: Store, spec: ExperimentSpec) -> SubmitResult:
     a different spec under the same name raises SpecConflict and writes nothing."""
     runs = count_runs(spec)
     try:
-        store.put_if_absent(_keys.spec(spec.name), _record(spec))
+        store.put_if_absent(keys.spec(spec.name), _record(spec))
         return SubmitResult(spec.name, spec.spec_hash, runs, created=True)
     except AlreadyExists:
         pass
@@ -91,7 +90,7 @@ def _read_record(store: Store, name: str) -> SpecRecord:
     problem = name_problem(name)
     if problem:
         raise NotFoundError(f"no experiment {name!r}: the name {problem}")
-    key = _keys.spec(name)
+    key = keys.spec(name)
     try:
         blob = store.get(key)
     except ObjectNotFound:
@@ -106,10 +105,10 @@ def load_experiment(store: Store, name: str) -> ExperimentSpec:
     try:
         return parse_spec(record.spec)
     except SpecError as e:
-        raise DamagedObject(_keys.spec(name), f"the stored spec is not valid: {e}") from None
+        raise DamagedObject(keys.spec(name), f"the stored spec is not valid: {e}") from None
 
 
 def list_experiments(store: Store) -> list[str]:
     """Names of all experiments in the store, sorted."""
-    names = (_keys.experiment_from_spec_key(m.key) for m in store.list(_keys.EXPERIMENTS))
+    names = (keys.experiment_from_spec_key(m.key) for m in store.list(keys.EXPERIMENTS))
     return sorted(n for n in names if n)

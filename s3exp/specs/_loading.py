@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from s3exp.core._errors import SpecError
+from s3exp.core import SpecError
 from s3exp.specs._expansion import count_runs
 from s3exp.specs._models import MAX_RUNS, ExperimentSpec
 

@@ -32,8 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from s3exp.core._errors import SpecError
-from s3exp.core._names import name_problem, param_name_problem
+from s3exp.core import SpecError, name_problem, param_name_problem
 from s3exp.specs._distributions import Param
 
 __all__ = [

@@ -15,7 +15,7 @@ import threading
 import typing as _typing
 from urllib.parse import unquote, urlsplit
 
-from s3exp.core._errors import ConfigError
+from s3exp.core import ConfigError
 from s3exp.stores._base import Blob, ObjectMeta, RequestCounter, Store
 from s3exp.stores._file import FileStore
 from s3exp.stores._memory import MemoryStore

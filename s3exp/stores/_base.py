@@ -81,7 +81,7 @@ class Store(abc.ABC):
     """A key-value object store with conditional writes and a server clock.
 
     Keys are relative to the store's root (its URL); they are ``/``-separated and built by
-    :mod:`s3exp.bucket._keys` only.  Implementations count their requests in ``requests``.
+    :mod:`s3exp.bucket.keys` only.  Implementations count their requests in ``requests``.
     """
 
     url: str
@@ -139,7 +139,7 @@ def check_key(key: str) -> str:
     Keys are built from validated names, so this is a second line of defence, kept here
     so that every backend enforces the same rule.
     """
-    from s3exp.core._errors import StoreError
+    from s3exp.core import StoreError
 
     if (not key or key.startswith(("/", ".")) or key.endswith("/") or "//" in key
             or "/." in key or _CONTROL.search(key)):
@@ -153,7 +153,7 @@ def prefix_matches_nothing(prefix: str) -> bool:
     A ``list`` of such a prefix answers empty without asking, so that a prefix like
     ``../`` never reaches a filesystem or a server that normalizes paths.
     """
-    from s3exp.core._errors import StoreError
+    from s3exp.core import StoreError
 
     head, _, last = prefix.rpartition("/")
     if prefix.startswith("/") or last.startswith(".") or _CONTROL.search(last):

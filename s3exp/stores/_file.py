@@ -28,13 +28,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from s3exp.core._errors import (
-    AlreadyExists,
-    ConfigError,
-    Conflict,
-    ObjectNotFound,
-    StoreError,
-)
+from s3exp.core import AlreadyExists, ConfigError, Conflict, ObjectNotFound, StoreError
 from s3exp.stores._base import (
     Blob,
     ObjectMeta,

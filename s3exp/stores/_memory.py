@@ -7,8 +7,7 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime
 
-from s3exp.core._clock import Clock, SystemClock
-from s3exp.core._errors import AlreadyExists, Conflict, ObjectNotFound
+from s3exp.core import AlreadyExists, Clock, Conflict, ObjectNotFound, SystemClock
 from s3exp.stores._base import Blob, ObjectMeta, RequestCounter, Store, check_key
 
 __all__ = ["MemoryStore"]

@@ -35,7 +35,7 @@ import botocore.parsers
 import botocore.session
 import botocore.utils
 
-from s3exp.core._errors import (
+from s3exp.core import (
     AlreadyExists,
     ConfigError,
     Conflict,

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import botocore.exceptions
 import botocore.utils
 
-from s3exp.core._errors import ConfigError, ObjectNotFound, StoreError, Unavailable
+from s3exp.core import ConfigError, ObjectNotFound, StoreError, Unavailable
 
 __all__ = ["CONDITION_FAILED", "THROTTLED", "NotS3", "check_s3_reply", "error_code",
            "http_status", "parse_timestamp", "translate"]

@@ -1,6 +1,6 @@
 """Non-blocking metric logging: an in-memory buffer and a background shard writer.
 
-``Run.log`` appends one tuple per metric to a list under a lock and returns; it never
+``Run.log`` appends one tuple per metric to a list, without a lock, and returns; it never
 touches the network.  A flusher thread writes the buffer as a Parquet shard every
 ``flush_seconds``, or sooner when ``flush_rows`` rows are waiting, to
 
@@ -30,9 +30,8 @@ import pyarrow.compute  # noqa: F401 - registers the compute kernels that the Pa
 #   there first fails with "No function registered with name: unique"
 import pyarrow.parquet as pq
 
-from s3exp.bucket import _keys
-from s3exp.core._errors import AlreadyExists, S3ExpError
-from s3exp.core._timers import call_later
+from s3exp.bucket import keys
+from s3exp.core import AlreadyExists, S3ExpError, call_later
 from s3exp.stores import Store
 from s3exp.tables._schema import (
     BUFFERED_ROW,
@@ -183,7 +182,7 @@ class MetricBuffer:
         return sink.getvalue()
 
     def _upload(self, seq: int, body: bytes, rows: int) -> None:
-        key = _keys.shard(self.ident.experiment, self.ident.run_id, self.ident.attempt, seq)
+        key = keys.shard(self.ident.experiment, self.ident.run_id, self.ident.attempt, seq)
         try:
             self.store.put_if_absent(key, body)
         except AlreadyExists:

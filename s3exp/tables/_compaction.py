@@ -58,12 +58,9 @@ import pyarrow.compute  # noqa: F401 - registers the compute kernels that the Pa
 #   there first fails with "No function registered with name: unique"
 import pyarrow.parquet as pq
 
-from s3exp.bucket import _keys
-from s3exp.bucket._listing import RunListing, list_runs
-from s3exp.bucket._records import ResultRecord
-from s3exp.core._errors import AlreadyExists, Conflict, ObjectNotFound, S3ExpError
-from s3exp.specs._experiments import load_experiment
-from s3exp.specs._models import ExperimentSpec
+from s3exp.bucket import ResultRecord, RunListing, keys, list_runs
+from s3exp.core import AlreadyExists, Conflict, ObjectNotFound, S3ExpError
+from s3exp.specs import ExperimentSpec, load_experiment
 from s3exp.stores import ObjectMeta, Store
 from s3exp.tables._housekeeping import ORPHAN_AGE, collect_orphans, expire_staging
 from s3exp.tables._manifest import Manifest, commit_manifest, publish, read_manifest
@@ -279,8 +276,8 @@ def _compact_round(store: Store, exp: str, spec: Any, manifest: Manifest, new_do
     owners: dict[str, AttemptIdentity] = {}
 
     def records() -> Iterator[ResultRecord]:
-        keys = list(new_done.values())
-        for rid, record in zip(new_done, fetch_ordered(store, keys, ResultRecord.from_bytes,
+        result_keys = list(new_done.values())
+        for rid, record in zip(new_done, fetch_ordered(store, result_keys, ResultRecord.from_bytes,
                                                        read_ahead=read_ahead), strict=True):
             owners[rid] = AttemptIdentity.of_result(record)
             yield record
@@ -315,12 +312,12 @@ def _compact_round(store: Store, exp: str, spec: Any, manifest: Manifest, new_do
     def upload(table_name: str, body: Callable[[], bytes], nrows: int) -> None:
         nonlocal first_write
         n = len(parts)
-        pending = _keys.pending_part(exp, token, n)
+        pending = keys.pending_part(exp, token, n)
         if first_write is None:
             first_write = time.monotonic()
         submit(lambda: store.put_if_absent(pending, body()))
         parts.append({"table": table_name, "generation": generation, "rows": nrows,
-                      "key": _keys.table_part(table_name, exp, generation, token, n),
+                      "key": keys.table_part(table_name, exp, generation, token, n),
                       "pending": pending})
 
     try:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from s3exp.bucket import _keys
-from s3exp.core._errors import Conflict
+from s3exp.bucket import keys
+from s3exp.core import Conflict
 from s3exp.stores import ObjectMeta, Store
 from s3exp.tables._manifest import Manifest, read_manifest
 
@@ -23,7 +23,7 @@ def collect_orphans(store: Store, exp: str, orphan_age: timedelta = ORPHAN_AGE,
     many were deleted.  ``orphan_age=0`` deletes every unlisted pending part: use it only
     when no compactor is running.  ``known``, a manifest already read, saves a GET when
     no part is pending outside it (the usual case: one LIST)."""
-    pending = list(store.list(_keys.pending_prefix(exp)))
+    pending = list(store.list(keys.pending_prefix(exp)))
     if known is not None:
         listed = {str(p["pending"]) for p in known.parts}
         pending = [m for m in pending if m.key not in listed]

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from s3exp.bucket import _keys
-from s3exp.bucket._records import Manifest
-from s3exp.core._clock import SystemClock
-from s3exp.core._errors import AlreadyExists, Conflict, DamagedObject, ObjectNotFound
+from s3exp.bucket import Manifest, keys
+from s3exp.core import (
+    AlreadyExists,
+    Conflict,
+    DamagedObject,
+    ObjectNotFound,
+    SystemClock,
+)
 from s3exp.stores import ObjectMeta, Store
 
 __all__ = ["Manifest", "commit_manifest", "part_keys", "publish", "read_manifest"]
@@ -24,7 +28,7 @@ __all__ = ["Manifest", "commit_manifest", "part_keys", "publish", "read_manifest
 
 def read_manifest(store: Store, exp: str) -> Manifest:
     """The committed manifest (empty, with no ETag, before the first commit)."""
-    key = _keys.manifest(exp)
+    key = keys.manifest(exp)
     try:
         blob = store.get(key)
     except ObjectNotFound:
@@ -36,7 +40,7 @@ def commit_manifest(store: Store, old: Manifest, new: Manifest) -> ObjectMeta:
     """Compare-and-swap ``new`` over ``old`` (create-only for the first generation).
     Raises AlreadyExists or Conflict if another compactor committed first."""
     body = new.to_bytes(SystemClock().now())
-    key = _keys.manifest(new.experiment)
+    key = keys.manifest(new.experiment)
     if old.etag is None:
         return store.put_if_absent(key, body)
     return store.put_if_match(key, body, old.etag)
@@ -48,7 +52,7 @@ def part_keys(store: Store, manifest: Manifest, table: str) -> list[str]:
     wanted = [p for p in manifest.parts if p["table"] == table]
     if not wanted:
         return []
-    published = {m.key for m in store.list(_keys.table_prefix(table, manifest.experiment))}
+    published = {m.key for m in store.list(keys.table_prefix(table, manifest.experiment))}
     return [str(p["key"]) if p["key"] in published else str(p["pending"]) for p in wanted]
 
 
@@ -92,6 +96,6 @@ def _require_published(store: Store, manifest: Manifest, part: dict[str, Any]) -
     try:
         store.head(part["key"])
     except ObjectNotFound:
-        raise DamagedObject(_keys.manifest(manifest.experiment),
+        raise DamagedObject(keys.manifest(manifest.experiment),
                             f"committed part {part['key']} of generation {manifest.generation} "
                             f"is neither published nor pending ({part['pending']})") from None

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 
-from s3exp.core._errors import ConfigError
-from s3exp.specs._experiments import list_experiments
+from s3exp.core import ConfigError
+from s3exp.specs import list_experiments
 from s3exp.stores import Store, open_store
 from s3exp.tables._reading import concat, metrics, results
 from s3exp.tables._schema import METRICS_SCHEMA, with_experiment

@@ -25,13 +25,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from s3exp.bucket import _keys
-from s3exp.bucket._listing import list_runs
-from s3exp.bucket._records import Lease, ResultRecord
-from s3exp.core._errors import ConfigError, ObjectNotFound, S3ExpError
-from s3exp.specs._expansion import expand
-from s3exp.specs._experiments import load_experiment
-from s3exp.specs._models import ExperimentSpec
+from s3exp.bucket import Lease, ResultRecord, keys, list_runs
+from s3exp.core import ConfigError, ObjectNotFound, S3ExpError
+from s3exp.specs import ExperimentSpec, expand, load_experiment
 from s3exp.stores import Store, open_store
 from s3exp.tables._manifest import Manifest, part_keys, read_manifest
 from s3exp.tables._schema import METRICS_SCHEMA, results_table, with_experiment
@@ -94,12 +90,12 @@ def _metrics_once(store: Store, exp: str) -> pa.Table:
     # Which attempt won is in the result's key; which attempt is live only in the lease
     # body: one GET per uncompacted running run that has shards.
     keep = {rid: w for rid in done if (w := listing.get(rid).winner) is not None}
-    leases = fetch_ordered(store, [_keys.lease(exp, rid) for rid in going], Lease.from_bytes)
+    leases = fetch_ordered(store, [keys.lease(exp, rid) for rid in going], Lease.from_bytes)
     for rid, lease in zip(going, leases, strict=True):
         if lease.state == "running":
             keep[rid] = lease.attempt
-    keys = [m.key for rid in sorted(keep) for m in staged[rid].get(keep[rid], [])]
-    tables.extend(fetch_ordered(store, keys, decode_shard))
+    shard_keys = [m.key for rid in sorted(keep) for m in staged[rid].get(keep[rid], [])]
+    tables.extend(fetch_ordered(store, shard_keys, decode_shard))
     return with_experiment(concat(tables, METRICS_SCHEMA), exp)
 
 

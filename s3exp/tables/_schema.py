@@ -38,9 +38,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from s3exp.bucket._records import ResultRecord
-from s3exp.specs._distributions import Param
-from s3exp.specs._models import ExperimentSpec
+from s3exp.bucket import ResultRecord
+from s3exp.specs import ExperimentSpec, Param
 
 __all__ = [
     "BUFFERED_ROW",

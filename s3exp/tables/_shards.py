@@ -17,8 +17,8 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from s3exp.bucket import _keys
-from s3exp.core._errors import DamagedObject
+from s3exp.bucket import keys
+from s3exp.core import DamagedObject
 from s3exp.stores import ObjectMeta, Store
 from s3exp.tables._schema import METRICS_SCHEMA, ROW_SCHEMA
 
@@ -30,8 +30,8 @@ T = TypeVar("T")
 def staged_shards(store: Store, exp: str) -> dict[str, dict[int, list[ObjectMeta]]]:
     """Every staged shard of ``exp``: run_id -> attempt -> shard metas in sequence order."""
     out: dict[str, dict[int, list[ObjectMeta]]] = defaultdict(lambda: defaultdict(list))
-    for meta in store.list(_keys.staging_prefix(exp)):
-        parsed = _keys.parse_shard(exp, meta.key)
+    for meta in store.list(keys.staging_prefix(exp)):
+        parsed = keys.parse_shard(exp, meta.key)
         if parsed is not None:
             out[parsed[0]][parsed[1]].append(meta)
     return out
@@ -67,9 +67,9 @@ def decode_rows(data: bytes, key: str) -> pa.Table:
     return table if table.schema.equals(ROW_SCHEMA) else table.cast(ROW_SCHEMA)
 
 
-def fetch_ordered(store: Store, keys: Iterable[str], decode: Callable[[bytes, str], T], *,
+def fetch_ordered(store: Store, object_keys: Iterable[str], decode: Callable[[bytes, str], T], *,
                   read_ahead: int | None = None) -> Iterator[T]:
-    """GET ``keys`` with up to ``read_ahead`` (default: ``store.parallel_gets``) in flight;
+    """GET ``object_keys`` with up to ``read_ahead`` (default: ``store.parallel_gets``) in flight;
     yield each decoded (``decode(body, key)``), in key order.
 
     On S3 a GET is a round trip of tens of milliseconds: fetching one at a time would make
@@ -82,7 +82,7 @@ def fetch_ordered(store: Store, keys: Iterable[str], decode: Callable[[bytes, st
     if read_ahead is None:
         read_ahead = store.parallel_gets
     if read_ahead <= 1:
-        for key in keys:
+        for key in object_keys:
             yield decode(store.get(key).data, key)
         return
 
@@ -92,7 +92,7 @@ def fetch_ordered(store: Store, keys: Iterable[str], decode: Callable[[bytes, st
     with ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="s3exp-fetch") as pool:
         window: deque[Future[tuple[bytes, str]]] = deque()
         try:
-            for key in keys:
+            for key in object_keys:
                 window.append(pool.submit(one, key))
                 if len(window) >= read_ahead:
                     yield decode(*window.popleft().result())

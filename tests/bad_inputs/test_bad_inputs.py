@@ -31,9 +31,9 @@ import pytest
 
 from s3exp import load_spec
 from s3exp.core._errors import ConfigError
+from s3exp.devserver._seaweed import SeaweedServer
 from s3exp.specs._experiments import submit
 from s3exp.stores import FileStore, S3Store
-from s3exp.stores._seaweed import SeaweedServer
 
 from ._fake_endpoint import HtmlEndpoint, free_port
 from .cases import CASES, HTML_KINDS, SEAWEED_KINDS, Case

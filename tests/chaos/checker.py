@@ -40,7 +40,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
 from s3exp.bucket._records import Lease
 from s3exp.specs._expansion import expand
 from s3exp.specs._models import ExperimentSpec
@@ -172,7 +172,7 @@ def check(store: Store, spec: ExperimentSpec, ledger_paths: list[Path], steps: i
 
     # -- 1. every run completed exactly once ----------------------------------------
     by_run: dict[str, dict[str, int]] = defaultdict(dict)
-    prefix = _keys.runs_prefix(exp)
+    prefix = keys.runs_prefix(exp)
     for m in store.list(prefix):
         run_id, _, name = m.key[len(prefix):].partition("/")
         by_run[run_id][name] = m.size
@@ -192,7 +192,7 @@ def check(store: Store, spec: ExperimentSpec, ledger_paths: list[Path], steps: i
             if not committed:
                 continue
         w = committed[0]
-        body = json.loads(store.get(_keys.result(exp, rid, w)).data)
+        body = json.loads(store.get(keys.result(exp, rid, w)).data)
         if body.get("run_id") != rid or body.get("status") != "done" or body.get("attempt") != w:
             bad.append(f"{rid}: result-{w:04d} is not a done record of this run and attempt: {body}")
         results[rid] = body
@@ -201,7 +201,7 @@ def check(store: Store, spec: ExperimentSpec, ledger_paths: list[Path], steps: i
         if unsealed:
             bad.append(f"{rid}: attempt {w} won, but earlier attempts {unsealed} were never "
                        "sealed: the lease moved on without fencing them")
-        lease = Lease.from_bytes(store.get(_keys.lease(exp, rid)).data, _keys.lease(exp, rid))
+        lease = Lease.from_bytes(store.get(keys.lease(exp, rid)).data, keys.lease(exp, rid))
         if lease.attempt != w:
             bad.append(f"{rid}: attempt {w} committed, but the lease is at attempt {lease.attempt}")
     rep.results = len(results)
@@ -300,12 +300,12 @@ def check(store: Store, spec: ExperimentSpec, ledger_paths: list[Path], steps: i
         diff = {r for r in set(manifest.runs) | set(winners) if manifest.runs.get(r) != winners.get(r)}
         bad.append(f"the manifest's runs differ from the results for {len(diff)} runs: "
                    f"{sorted(diff)[:5]}")
-    listed = {m.key for m in store.list(_keys.table_prefix("metrics", exp))}
+    listed = {m.key for m in store.list(keys.table_prefix("metrics", exp))}
     in_manifest = {str(p["key"]) for p in manifest.parts if p["table"] == "metrics"}
     if listed != in_manifest:
         bad.append(f"metrics/ holds parts the manifest does not list, or lacks some: "
                    f"extra {sorted(listed - in_manifest)[:3]}, missing {sorted(in_manifest - listed)[:3]}")
-    pending = [m.key for m in store.list(_keys.pending_prefix(exp))]
+    pending = [m.key for m in store.list(keys.pending_prefix(exp))]
     if pending:
         bad.append(f"{len(pending)} pending parts left after the final compaction: {pending[:3]}")
     tables = [_read_parquet(store.get(k).data) for k in sorted(listed)]
@@ -319,8 +319,8 @@ def check(store: Store, spec: ExperimentSpec, ledger_paths: list[Path], steps: i
         step_col = rows.column("step").to_pylist()
         names = rows.column("name").to_pylist()
         attempt_col = rows.column("attempt").to_pylist()
-        keys = Counter(zip(run_ids, step_col, names, strict=True))
-        dups = [k for k, n in keys.items() if n > 1]
+        seen = Counter(zip(run_ids, step_col, names, strict=True))
+        dups = [k for k, n in seen.items() if n > 1]
         if dups:
             bad.append(f"{len(dups)} (run_id, step, name) appear more than once: {dups[:3]}")
         wrong = sorted({(r, a) for r, a in zip(run_ids, attempt_col, strict=True)
@@ -334,7 +334,7 @@ def check(store: Store, spec: ExperimentSpec, ledger_paths: list[Path], steps: i
         if short:
             bad.append(f"{len(short)} runs do not have exactly steps 0..{steps - 1}: {sorted(short)[:5]}")
 
-    res_keys = sorted(m.key for m in store.list(_keys.table_prefix("results", exp)))
+    res_keys = sorted(m.key for m in store.list(keys.table_prefix("results", exp)))
     res_rows = pa.concat_tables([_read_parquet(store.get(k).data) for k in res_keys],
                                 promote_options="permissive") if res_keys else None
     res_ids = res_rows.column("run_id").to_pylist() if res_rows is not None else []

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from s3exp.devserver._seaweed import SeaweedServer
 from s3exp.stores import S3Store
-from s3exp.stores._seaweed import SeaweedServer
 
 from ..conftest import MakeS3Store
 from .fault_proxy import FaultProxy

@@ -48,7 +48,7 @@ import pytest
 import s3exp
 from s3exp.bucket._records import Lease
 from s3exp.core._errors import ObjectNotFound
-from s3exp.stores._seaweed import SeaweedServer
+from s3exp.devserver._seaweed import SeaweedServer
 from s3exp.tables._compaction import collect_orphans
 
 from .checker import check

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import s3exp
-from s3exp.bucket import _keys
+from s3exp.bucket import keys
 from s3exp.specs._models import ExperimentSpec
 from s3exp.stores import MemoryStore
 from s3exp.tables._compaction import read_manifest
@@ -62,23 +62,23 @@ def _first_run(store: MemoryStore) -> str:
 
 
 def _lost_result(store: MemoryStore, ledger: Path) -> None:
-    key = _keys.result(EXP, _first_run(store), 1)
+    key = keys.result(EXP, _first_run(store), 1)
     store.delete_if_match(key, store.head(key).etag)
 
 
 def _second_commit(store: MemoryStore, ledger: Path) -> None:
     rid = _first_run(store)
-    body = json.loads(store.get(_keys.result(EXP, rid, 1)).data)
-    store.put_if_absent(_keys.result(EXP, rid, 2), json.dumps({**body, "attempt": 2}).encode())
+    body = json.loads(store.get(keys.result(EXP, rid, 1)).data)
+    store.put_if_absent(keys.result(EXP, rid, 2), json.dumps({**body, "attempt": 2}).encode())
 
 
 def _unsealed_predecessor(store: MemoryStore, ledger: Path) -> None:
     """Attempt 2 "won" although attempt 1 was never fenced out."""
     rid = _first_run(store)
-    key = _keys.result(EXP, rid, 1)
+    key = keys.result(EXP, rid, 1)
     body = json.loads(store.get(key).data)
     store.delete_if_match(key, store.head(key).etag)
-    store.put_if_absent(_keys.result(EXP, rid, 2), json.dumps({**body, "attempt": 2}).encode())
+    store.put_if_absent(keys.result(EXP, rid, 2), json.dumps({**body, "attempt": 2}).encode())
 
 
 def _later_holder(store: MemoryStore, ledger: Path) -> None:
@@ -101,17 +101,17 @@ def _bodies_overlap(store: MemoryStore, ledger: Path) -> None:
 
 
 def _duplicated_part(store: MemoryStore, ledger: Path) -> None:
-    part = next(m for m in store.list(_keys.table_prefix("metrics", EXP)))
+    part = next(m for m in store.list(keys.table_prefix("metrics", EXP)))
     store.put_if_absent(part.key.replace("part-", "part-copy-"), store.get(part.key).data)
 
 
 def _orphan(store: MemoryStore, ledger: Path) -> None:
-    store.put_if_absent(_keys.pending_part(EXP, "deadbeef", 0), b"x")
+    store.put_if_absent(keys.pending_part(EXP, "deadbeef", 0), b"x")
 
 
 def _empty_error(store: MemoryStore, ledger: Path) -> None:
     rid = _first_run(store)
-    store.put_if_absent(_keys.error(EXP, rid, 7), json.dumps(
+    store.put_if_absent(keys.error(EXP, rid, 7), json.dumps(
         {"run_id": rid, "attempt": 7, "reason": "exception", "error": ""}).encode())
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from s3exp.core._errors import ConfigError, Unavailable
+from s3exp.core import ConfigError, Unavailable
 from s3exp.stores import S3Store
 
 __all__ = ["Credentials", "SeaweedServer", "find_weed", "load_or_make_credentials"]
