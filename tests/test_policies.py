@@ -110,6 +110,9 @@ KEYS: dict[str, str] = {
     "metrics_part": keys.table_part("metrics", "exp", 1, "tok", 0),
     "results_part": keys.table_part("results", "exp", 1, "tok", 0),
     "athena_results": f"{keys.ATHENA_RESULTS}2024/q-1234.csv",
+    "optuna_log": keys.optuna_log(42),
+    "optuna_snapshot": keys.optuna_snapshot(100),
+    "optuna_heartbeat": keys.optuna_heartbeat(7),
 }
 CONDITIONS: dict[str, dict[str, str]] = {
     "blind": {},
@@ -132,7 +135,8 @@ CREATE = {"if-none-match"}
 CAS = {"if-none-match", "if-match"}
 WRITABLE: dict[Role, dict[str, set[str]]] = {
     "worker": {"lease": CAS, "result": CREATE, "error": CREATE, "interrupt": CREATE,
-               "shard": CREATE, "cost": CAS},
+               "shard": CREATE, "cost": CAS, "optuna_log": CREATE, "optuna_snapshot": CREATE,
+               "optuna_heartbeat": CAS},
     "submitter": {"spec": CREATE, "control": CAS},
     "compactor": {"manifest": CAS, "status_rollup": CAS, "pending_part": CREATE,
                   "metrics_part": CREATE, "results_part": CREATE, "cost": CAS},
@@ -358,7 +362,8 @@ def test_bucket_policy_refuses_blind_writes_and_overwrites_to_anyone() -> None:
             assert blind and created and swapped
             continue
         assert not blind and created, kind
-        assert swapped == (kind in ("control", "lease", "manifest", "status_rollup", "cost")), kind
+        assert swapped == (kind in ("control", "lease", "manifest", "status_rollup", "cost",
+                                    "optuna_heartbeat")), kind
     # A key s3exp does not know, under a state prefix, is not blindly writable either.
     assert not allowed(docs, "s3:PutObject", arn("runs/exp/notes.txt"))
     # Outside the project the bucket policy does not interfere; teardown can delete.

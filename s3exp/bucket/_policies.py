@@ -55,11 +55,13 @@ ROLES: tuple[Role, ...] = get_args(Role)
 
 # Key kinds (names of keys.globs()) by how they are written.
 CREATE_ONLY = ("spec", "result", "error", "interrupt", "shard", "pending_part",
-               "metrics_part", "results_part")
-COMPARE_AND_SWAP = ("control", "lease", "manifest", "status_rollup", "cost")
+               "metrics_part", "results_part", "optuna_log", "optuna_snapshot")
+COMPARE_AND_SWAP = ("control", "lease", "manifest", "status_rollup", "cost", "optuna_heartbeat")
+# Optuna's journal (s3exp.optuna.storage): whoever runs trials writes it.
+_OPTUNA = ("optuna_log", "optuna_snapshot", "optuna_heartbeat")
 
 _WRITES: dict[Role, tuple[str, ...]] = {
-    "worker": ("lease", "result", "error", "interrupt", "shard", "cost"),
+    "worker": ("lease", "result", "error", "interrupt", "shard", "cost", *_OPTUNA),
     "submitter": ("spec", "control"),
     "analyst": (),
     "compactor": ("manifest", "pending_part", "metrics_part", "results_part", "status_rollup",
@@ -69,7 +71,8 @@ _WRITES: dict[Role, tuple[str, ...]] = {
 _DELETES: dict[Role, tuple[str, ...]] = {"compactor": ("shard", "pending_part")}
 # What each role reads; None: every state kind (and only those).
 _READS: dict[Role, tuple[str, ...] | None] = {
-    "worker": ("spec", "control", "lease", "result", "error", "interrupt", "shard", "cost"),
+    "worker": ("spec", "control", "lease", "result", "error", "interrupt", "shard", "cost",
+               *_OPTUNA),
     "submitter": None,
     "analyst": None,
     "compactor": None,

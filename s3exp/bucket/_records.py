@@ -16,6 +16,8 @@ written before the tags existed have none, and are read as version 1)::
     Manifest        compaction/<exp>/manifest.json             s3exp.compaction/1
     CostRecord      costs/<exp>/<id>.json                      s3exp.cost/1
     ExperimentStatus status/<exp>.json                         s3exp.status/1
+    JournalEntry    optuna/log/<NNNNNNNNNNNN>.json             s3exp.optuna-log/1
+    TrialHeartbeat  optuna/heartbeats/<NNNNNNNNNNNN>.json      s3exp.optuna-heartbeat/1
 
 Metric shards and table parts are Parquet; their schemas are in
 :mod:`s3exp.tables._schema`.  To add a field to a record: add it to the dataclass (with
@@ -25,15 +27,14 @@ a default, so that bodies written before it still read), to its ``to_dict`` and
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal
 
+from s3exp.bucket._record_format import Body, encode, parse
 from s3exp.core import DamagedObject, safe_name
 
 __all__ = [
@@ -42,12 +43,14 @@ __all__ = [
     "ControlState",
     "CostRecord",
     "ExperimentStatus",
+    "JournalEntry",
     "Lease",
     "LeaseState",
     "Manifest",
     "PairStatus",
     "ResultRecord",
     "SpecRecord",
+    "TrialHeartbeat",
     "WorkerIdentity",
 ]
 
@@ -55,66 +58,6 @@ LeaseState = Literal["running", "released", "interrupted", "failed"]
 ControlState = Literal["active", "paused", "cancelled"]
 _LEASE_STATES = ("running", "released", "interrupted", "failed")
 _CONTROL_STATES = ("active", "paused", "cancelled")
-
-R = TypeVar("R")
-_MISSING: Any = object()
-
-
-class _Body:
-    """Reads the fields of one parsed body; every mistake is a DamagedObject of ``key``."""
-
-    __slots__ = ("key", "raw")
-
-    def __init__(self, raw: dict[str, Any], key: str) -> None:
-        self.raw, self.key = raw, key
-
-    def get(self, name: str, kind: type[Any] | tuple[type[Any], ...], default: Any = _MISSING) -> Any:
-        if name not in self.raw:
-            if default is _MISSING:
-                raise DamagedObject(self.key, f"no field {name!r}")
-            return default
-        value = self.raw[name]
-        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, float, (int, float)))
-        if not ok and not (value is None and default is None):
-            raise DamagedObject(self.key, f"field {name!r} is {type(value).__name__}, "
-                                          f"not {getattr(kind, '__name__', kind)}")
-        return value
-
-    def number(self, name: str, default: Any = _MISSING) -> float:
-        return float(self.get(name, (int, float), default))
-
-
-def _decode(data: bytes, key: str, fmt: str) -> _Body:
-    if not data:
-        raise DamagedObject(key, "empty")
-    try:
-        raw = json.loads(data)
-    except (ValueError, RecursionError) as e:
-        raise DamagedObject(key, f"not JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise DamagedObject(key, f"not a JSON object but {type(raw).__name__}")
-    tag = raw.get("format", fmt)
-    if tag != fmt:
-        raise DamagedObject(key, f"format {tag!r}; this version of s3exp reads {fmt!r}")
-    return _Body(raw, key)
-
-
-def _encode(fmt: str, body: dict[str, Any], *, indent: int | None = None) -> bytes:
-    # No indent on hot paths: with one, json falls back to its pure-Python encoder.
-    text = json.dumps({"format": fmt, **body}, separators=(",", ":") if indent is None else None,
-                      indent=indent, default=str, allow_nan=True, ensure_ascii=False)
-    return (text + "\n").encode()
-
-
-def _parse(cls: type[R], data: bytes, key: str, fmt: str, build: Callable[[_Body], R]) -> R:
-    body = _decode(data, key, fmt)
-    try:
-        return build(body)
-    except DamagedObject:
-        raise
-    except (KeyError, TypeError, ValueError) as e:
-        raise DamagedObject(key, f"not a {cls.__name__}: {e}") from None
-
 
 # -- the spec ------------------------------------------------------------------------
 
@@ -132,11 +75,11 @@ class SpecRecord:
     submitted_at: str
 
     def to_bytes(self) -> bytes:
-        return _encode(self.FORMAT, {f.name: getattr(self, f.name) for f in fields(self)}, indent=1)
+        return encode(self.FORMAT, {f.name: getattr(self, f.name) for f in fields(self)}, indent=1)
 
     @classmethod
     def from_bytes(cls, data: bytes, key: str) -> SpecRecord:
-        return _parse(cls, data, key, cls.FORMAT, lambda b: cls(
+        return parse(cls, data, key, cls.FORMAT, lambda b: cls(
             b.get("spec", dict), b.get("spec_hash", str), b.get("space_hash", str, ""),
             b.get("runs", int, 0), b.get("s3exp_version", str, ""), b.get("submitted_at", str, "")))
 
@@ -164,8 +107,8 @@ class WorkerIdentity:
         return {"id": self.id, "host": self.host, "pid": self.pid}
 
     @classmethod
-    def from_body(cls, b: _Body, name: str = "worker") -> WorkerIdentity:
-        w = _Body(b.get(name, dict), b.key)
+    def from_body(cls, b: Body, name: str = "worker") -> WorkerIdentity:
+        w = Body(b.get(name, dict), b.key)
         return cls(w.get("id", str), w.get("host", str, ""), w.get("pid", int, 0))
 
 
@@ -194,7 +137,7 @@ class Lease:
     note: str = ""
 
     def to_bytes(self) -> bytes:
-        return _encode(self.FORMAT, {
+        return encode(self.FORMAT, {
             "experiment": self.experiment, "run_id": self.run_id, "state": self.state,
             "attempt": self.attempt, "failures": self.failures, "budget": self.budget,
             "token": self.token, "worker": self.worker.to_dict(), "ttl": self.ttl,
@@ -202,7 +145,7 @@ class Lease:
 
     @classmethod
     def from_bytes(cls, data: bytes, key: str) -> Lease:
-        def build(b: _Body) -> Lease:
+        def build(b: Body) -> Lease:
             state = b.get("state", str)
             if state not in _LEASE_STATES:
                 raise DamagedObject(key, f"unknown lease state {state!r}")
@@ -211,7 +154,7 @@ class Lease:
                        b.get("token", str), WorkerIdentity.from_body(b), b.number("ttl"),
                        b.get("renewals", int, 0), b.get("claimed_at", str, ""),
                        b.get("note", str, ""))
-        return _parse(cls, data, key, cls.FORMAT, build)
+        return parse(cls, data, key, cls.FORMAT, build)
 
     @classmethod
     def first(cls, experiment: str, run_id: str, worker: WorkerIdentity, ttl: float,
@@ -276,11 +219,11 @@ class ResultRecord:
                 "duration_s": self.duration_s}
 
     def to_bytes(self) -> bytes:
-        return _encode(self.FORMAT, self.to_dict())
+        return encode(self.FORMAT, self.to_dict())
 
     @classmethod
     def from_bytes(cls, data: bytes, key: str) -> ResultRecord:
-        return _parse(cls, data, key, cls.FORMAT, lambda b: cls(
+        return parse(cls, data, key, cls.FORMAT, lambda b: cls(
             b.get("experiment", str), b.get("run_id", str), b.get("attempt", int),
             b.get("token", str), b.get("params", dict), b.get("metrics", dict),
             b.get("worker", str, ""), b.get("dataset", str, None), b.get("model", str, None),
@@ -313,21 +256,21 @@ class AttemptRecord:
                    lease.worker, now.isoformat(), reason, error)
 
     def to_bytes(self) -> bytes:
-        return _encode(self.FORMAT, {
+        return encode(self.FORMAT, {
             "kind": self.kind, "experiment": self.experiment, "run_id": self.run_id,
             "attempt": self.attempt, "token": self.token, "worker": self.worker.to_dict(),
             "at": self.at, "reason": self.reason, "error": self.error}, indent=1)
 
     @classmethod
     def from_bytes(cls, data: bytes, key: str) -> AttemptRecord:
-        def build(b: _Body) -> AttemptRecord:
+        def build(b: Body) -> AttemptRecord:
             kind = b.get("kind", str)
             if kind not in ("error", "interrupt"):
                 raise DamagedObject(key, f"unknown attempt record kind {kind!r}")
             return cls(kind, b.get("experiment", str), b.get("run_id", str),
                        b.get("attempt", int), b.get("token", str), WorkerIdentity.from_body(b),
                        b.get("at", str, ""), b.get("reason", str, ""), b.get("error", str, ""))
-        return _parse(cls, data, key, cls.FORMAT, build)
+        return parse(cls, data, key, cls.FORMAT, build)
 
 
 # -- the experiment's control, compaction manifest, costs, status --------------------
@@ -341,16 +284,16 @@ class ControlRecord:
     state: ControlState = "active"
 
     def to_bytes(self) -> bytes:
-        return _encode(self.FORMAT, {"state": self.state})
+        return encode(self.FORMAT, {"state": self.state})
 
     @classmethod
     def from_bytes(cls, data: bytes, key: str) -> ControlRecord:
-        def build(b: _Body) -> ControlRecord:
+        def build(b: Body) -> ControlRecord:
             state = b.get("state", str, "active")
             if state not in _CONTROL_STATES:
                 raise DamagedObject(key, f"unknown control state {state!r}")
             return cls(state)
-        return _parse(cls, data, key, cls.FORMAT, build)
+        return parse(cls, data, key, cls.FORMAT, build)
 
 
 @dataclass(slots=True)
@@ -372,20 +315,20 @@ class Manifest:
         return sum(int(p["rows"]) for p in self.parts if p["table"] == "metrics")
 
     def to_bytes(self, now: datetime) -> bytes:
-        return _encode(self.FORMAT, {
+        return encode(self.FORMAT, {
             "experiment": self.experiment, "generation": self.generation, "runs": self.runs,
             "parts": self.parts, "metric_rows": self.metric_rows, "updated_at": now.isoformat()})
 
     @classmethod
     def from_bytes(cls, data: bytes, key: str, etag: str | None = None) -> Manifest:
-        def build(b: _Body) -> Manifest:
+        def build(b: Body) -> Manifest:
             runs = {str(r): int(a) for r, a in b.get("runs", dict).items()}
             parts = list(b.get("parts", list))
             for p in parts:
                 if not isinstance(p, dict) or not {"table", "key", "rows"} <= set(p):
                     raise DamagedObject(key, f"a part entry lacks table, key or rows: {p!r:.200}")
             return cls(b.get("experiment", str), b.get("generation", int), runs, parts, etag)
-        return _parse(cls, data, key, cls.FORMAT, build)
+        return parse(cls, data, key, cls.FORMAT, build)
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,14 +345,14 @@ class CostRecord:
     updated_at: str = ""
 
     def to_bytes(self) -> bytes:
-        return _encode(self.FORMAT, {
+        return encode(self.FORMAT, {
             "id": self.id, "role": self.role, "experiment": self.experiment,
             "served": self.served, "requests": dict(sorted(self.requests.items())),
             "host": self.host, "updated_at": self.updated_at})
 
     @classmethod
     def from_bytes(cls, data: bytes, key: str) -> CostRecord:
-        def build(b: _Body) -> CostRecord:
+        def build(b: Body) -> CostRecord:
             requests = b.get("requests", dict)
             counts = {str(k): v for k, v in requests.items()}
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
@@ -418,7 +361,7 @@ class CostRecord:
                        b.get("role", str, ""), b.get("experiment", str, ""), counts,
                        list(b.get("served", list, [])), b.get("host", str, ""),
                        b.get("updated_at", str, ""))
-        return _parse(cls, data, key, cls.FORMAT, build)
+        return parse(cls, data, key, cls.FORMAT, build)
 
 
 @dataclass(slots=True)
@@ -456,11 +399,11 @@ class ExperimentStatus:
                 "server_time": self.server_time}
 
     def to_bytes(self) -> bytes:
-        return _encode(self.FORMAT, self.to_dict())
+        return encode(self.FORMAT, self.to_dict())
 
     @classmethod
     def from_bytes(cls, data: bytes, key: str) -> ExperimentStatus:
-        def build(b: _Body) -> ExperimentStatus:
+        def build(b: Body) -> ExperimentStatus:
             pairs = [PairStatus(p.get("dataset"), p.get("model_group"), dict(p["counts"]))
                      for p in b.get("pairs", list)]
             rate = b.get("runs_per_minute", (int, float), None)
@@ -470,4 +413,43 @@ class ExperimentStatus:
                        list(b.get("stale", list)), list(b.get("errors", list)),
                        None if rate is None else float(rate), None if eta is None else float(eta),
                        b.get("server_time", str))
-        return _parse(cls, data, key, cls.FORMAT, build)
+        return parse(cls, data, key, cls.FORMAT, build)
+
+
+# -- Optuna's journal (s3exp.optuna) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One entry of Optuna's journal: the operation dict that ``JournalStorage`` wrote
+    (opaque here: Optuna reads it)."""
+
+    FORMAT: ClassVar[str] = "s3exp.optuna-log/1"
+    log: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        return encode(self.FORMAT, {"log": self.log})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, key: str) -> JournalEntry:
+        return parse(cls, data, key, cls.FORMAT, lambda b: cls(b.get("log", dict)))
+
+
+@dataclass(frozen=True, slots=True)
+class TrialHeartbeat:
+    """A running trial's heartbeat: rewritten (If-Match) every interval, so that its
+    Last-Modified, on the server's clock, says when its process was last alive."""
+
+    FORMAT: ClassVar[str] = "s3exp.optuna-heartbeat/1"
+    trial_id: int
+    beats: int
+    worker: str
+
+    def to_bytes(self) -> bytes:
+        return encode(self.FORMAT, {"trial_id": self.trial_id, "beats": self.beats,
+                                     "worker": self.worker})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, key: str) -> TrialHeartbeat:
+        return parse(cls, data, key, cls.FORMAT, lambda b: cls(
+            b.get("trial_id", int), b.get("beats", int), b.get("worker", str, "")))

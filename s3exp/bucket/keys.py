@@ -16,6 +16,9 @@ Layout under the store's root (``s3://bucket/prefix`` or a directory)::
     metrics/experiment=<exp>/part-<GGGGGG>-<token>-<NNN>.parquet   compacted, Hive-partitioned
     results/experiment=<exp>/part-<GGGGGG>-<token>-<NNN>.parquet   one row per finished run
     athena-results/...                            Athena's query output (AWS stack); never read
+    optuna/log/<NNNNNNNNNNNN>.json                Optuna's journal: one entry each, create-only
+    optuna/snapshots/<NNNNNNNNNNNN>.pkl           the replayed journal before entry N
+    optuna/heartbeats/<NNNNNNNNNNNN>.json         a running trial's heartbeat (If-Match)
 
 Specs, run state and metrics live under separate top-level prefixes so that listing the
 experiments never pages through runs, and so that IAM policies can grant each role exactly
@@ -28,6 +31,7 @@ from __future__ import annotations
 __all__ = [
     "ATHENA_RESULTS",
     "EXPERIMENTS",
+    "OPTUNA",
     "SPEC_SUFFIX",
     "STAGING",
     "control",
@@ -39,6 +43,11 @@ __all__ = [
     "interrupt",
     "lease",
     "manifest",
+    "optuna_heartbeat",
+    "optuna_log",
+    "optuna_snapshot",
+    "optuna_snapshots_prefix",
+    "parse_optuna_snapshot",
     "parse_shard",
     "pending_part",
     "pending_prefix",
@@ -160,6 +169,32 @@ def cost(exp: str, meter_id: str) -> str:
 # Athena writes query results here (the AWS stack's workgroup).  s3exp never reads them.
 ATHENA_RESULTS = "athena-results/"
 
+# Optuna's journal (s3exp.optuna.storage): numbered create-only log entries, snapshots of
+# the replayed state, and one heartbeat object per running trial.
+OPTUNA = "optuna/"
+
+
+def optuna_log(n: int) -> str:
+    return f"{OPTUNA}log/{n:012d}.json"
+
+
+def optuna_snapshots_prefix() -> str:
+    return f"{OPTUNA}snapshots/"
+
+
+def optuna_snapshot(n: int) -> str:
+    """A snapshot of the replayed journal up to (not including) entry ``n``."""
+    return f"{optuna_snapshots_prefix()}{n:012d}.pkl"
+
+
+def parse_optuna_snapshot(key: str) -> int | None:
+    rest = key.removeprefix(optuna_snapshots_prefix()).removesuffix(".pkl")
+    return int(rest) if key.startswith(optuna_snapshots_prefix()) and rest.isdigit() else None
+
+
+def optuna_heartbeat(trial_id: int) -> str:
+    return f"{OPTUNA}heartbeats/{trial_id:012d}.json"
+
 
 def globs() -> dict[str, str]:
     """Every kind of key above with ``*`` for each name and number: the patterns the IAM
@@ -179,4 +214,7 @@ def globs() -> dict[str, str]:
         "metrics_part": f"{table_prefix('metrics', '*')}*.parquet",
         "results_part": f"{table_prefix('results', '*')}*.parquet",
         "athena_results": f"{ATHENA_RESULTS}*",
+        "optuna_log": f"{OPTUNA}log/*.json",
+        "optuna_snapshot": f"{optuna_snapshots_prefix()}*.pkl",
+        "optuna_heartbeat": f"{OPTUNA}heartbeats/*.json",
     }

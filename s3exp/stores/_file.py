@@ -27,6 +27,7 @@ import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from s3exp.core import AlreadyExists, ConfigError, Conflict, ObjectNotFound, StoreError
 from s3exp.stores._base import (
@@ -70,6 +71,10 @@ class FileStore(Store):
         self._locks = self.root / _INTERNAL / "locks"
         self._clock_file: Path | None = None
         self._clock_cleanup: weakref.finalize[[Path], FileStore] | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its root: a copy in another process opens the same directory."""
+        return (FileStore, (str(self.root),))
 
     def _ensure_dirs(self) -> None:
         if not self._tmp.is_dir():

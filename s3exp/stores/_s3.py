@@ -20,6 +20,7 @@ recognises the earlier write.  See "Recognising our own write" in docs/design.md
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -110,6 +111,11 @@ class S3Store(Store):
         read_timeout: float = 30.0,
         max_pool_connections: int = 32,
     ) -> None:
+        # What rebuilds this store in another process (see __reduce__).
+        self._options: dict[str, Any] = {
+            "endpoint_url": endpoint_url, "path_style": path_style, "region": region,
+            "credentials": credentials, "retry": retry, "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout, "max_pool_connections": max_pool_connections}
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
@@ -458,3 +464,9 @@ class S3Store(Store):
 
     def close(self) -> None:
         self._client.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as the arguments that made it (explicit credentials included; those from
+        the environment or a profile are found again where it is unpickled), not as its
+        client: an Optuna storage is pickled to reach other processes."""
+        return (functools.partial(S3Store, **self._options), (self.bucket, self.prefix))
